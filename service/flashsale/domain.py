@@ -1,0 +1,161 @@
+"""The rules of a sale that do not depend on any store: errors, validation, periods, codes."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+# Every error the API can answer, in the contract's precedence order: where several apply,
+# the earliest wins. The Lua scripts decide in the same order.
+ERRORS: dict[str, tuple[int, str]] = {
+    "invalid_request": (400, "A parameter is missing or malformed."),
+    "rate_limited": (429, "Too many requests; slow down and retry after the given delay."),
+    "no_active_sale": (503, "No sale is open right now."),
+    "item_not_found": (404, "That item is not part of the current sale."),
+    "sold_out": (409, "Every item of this sale is sold."),
+    "user_limit_reached": (403, "You already hold the maximum number of items for this sale."),
+    "item_unavailable": (409, "That item is reserved by someone else or already sold."),
+    "code_not_found": (404, "That purchase code is unknown."),
+    "code_expired": (410, "That checkout expired before it was purchased."),
+    "unavailable": (503, "A backing store is unreachable; retry shortly."),
+}
+
+_TOKEN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_CODE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+
+
+class SaleError(Exception):
+    """A decision the client must hear about, carried to the HTTP layer as the contract's error."""
+
+    def __init__(self, code: str, message: str | None = None, retry_after: int | None = None):
+        self.code = code
+        self.status, default_message = ERRORS[code]
+        self.message = message or default_message
+        self.retry_after = retry_after
+        super().__init__(f"{code}: {self.message}")
+
+
+def valid_token(value: object) -> bool:
+    """user_id and item id: 1-64 characters of A-Z a-z 0-9 _ . -"""
+    return isinstance(value, str) and _TOKEN.fullmatch(value) is not None
+
+
+def valid_code(value: object) -> bool:
+    return isinstance(value, str) and _CODE.fullmatch(value) is not None
+
+
+def printable(value: object, limit: int = 256) -> str | None:
+    """What we keep of a raw parameter: text PostgreSQL accepts, bounded in size."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    text = str(value)[:limit]
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+
+
+# --- periods and sale ids ------------------------------------------------------------------
+
+_SALE_ID = re.compile(r"(\d{8}T\d{6}Z)-(\d+)")
+
+
+def period_start(at: float, period: int) -> int:
+    """Sales align to multiples of the period since the Unix epoch."""
+    return int(at // period) * period
+
+
+def sale_id_for(start: int, period: int) -> str:
+    """Readable and unique in one database even if the period setting changes."""
+    return f"{datetime.fromtimestamp(start, UTC):%Y%m%dT%H%M%SZ}-{period}"
+
+
+def sale_window(sale_id: str) -> tuple[int, int] | None:
+    """(starts_at, ends_at) in epoch seconds, derived from the id; None if it is not a sale id."""
+    match = _SALE_ID.fullmatch(sale_id)
+    if match is None:
+        return None
+    start = datetime.strptime(match[1], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    begin = int(start.timestamp())
+    return begin, begin + int(match[2])
+
+
+# --- checkout codes ------------------------------------------------------------------------
+
+
+def new_code(sale_id: str) -> str:
+    """128 bits from `secrets`, bound to the sale so a purchase finds its sale without a lookup."""
+    return f"{sale_id}.{secrets.token_urlsafe(16)}"
+
+
+def sale_of_code(code: str) -> str | None:
+    sale_id, sep, token = code.rpartition(".")
+    if not sep or len(token) < 16 or sale_window(sale_id) is None:
+        return None
+    return sale_id
+
+
+def rfc3339(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
+
+
+def parse_rfc3339(text: str) -> float:
+    """An instant as epoch seconds; naive times are taken as UTC."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+@dataclass(frozen=True)
+class Sale:
+    sale_id: str
+    starts_at: int  # epoch seconds
+    ends_at: int
+    total_items: int
+    user_limit: int
+    seed: str
+
+    @property
+    def starts_ms(self) -> int:
+        return self.starts_at * 1000
+
+    @property
+    def ends_ms(self) -> int:
+        return self.ends_at * 1000
+
+
+@dataclass(frozen=True)
+class Reservation:
+    code: str
+    sale_id: str
+    item_id: str
+    expires_ms: int
+
+    def as_json(self) -> dict[str, str]:
+        return {
+            "code": self.code,
+            "sale_id": self.sale_id,
+            "item_id": self.item_id,
+            "expires_at": rfc3339(self.expires_ms),
+        }
+
+
+@dataclass(frozen=True)
+class Purchase:
+    sale_id: str
+    item_id: str
+    user_id: str
+    code: str
+    purchased_ms: int
+
+    def as_json(self) -> dict[str, str]:
+        return {
+            "sale_id": self.sale_id,
+            "item_id": self.item_id,
+            "user_id": self.user_id,
+            "purchased_at": rfc3339(self.purchased_ms),
+        }
