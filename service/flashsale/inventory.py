@@ -1,0 +1,213 @@
+"""The live sale in Redis: key names, the Lua scripts, and typed calls to them.
+
+Every decision is one script run by SHA; nothing here decides anything by itself.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+# Sales whose outboxes may hold attempts; the drainer walks this set.
+OUTBOX_REGISTRY = "fs:outboxes"
+
+# Scripts that rate-limit get the token bucket library prepended.
+_WITH_BUCKET = {"checkout", "purchase"}
+
+
+class SaleKeys:
+    """Names of one sale's keys. One hash tag, so every script touches one Cluster slot."""
+
+    def __init__(self, sale_id: str):
+        self.sale_id = sale_id
+        self.prefix = prefix = f"fs:{{sale:{sale_id}}}:"
+        self.meta = prefix + "meta"  # the sale's settings and sold counter; its existence = live
+        self.items = prefix + "items"  # item_id -> state
+        self.codes = prefix + "codes"  # code -> claim
+        self.reserved = prefix + "reserved"  # reservations by expiry
+        self.pending = prefix + "pending"  # sold in Redis, not yet confirmed in PostgreSQL
+        self.outbox = prefix + "outbox"  # checkout attempts on their way to PostgreSQL
+        self.items_staging = prefix + "items:loading"
+        self.codes_staging = prefix + "codes:loading"
+        self.load_lock = prefix + "lock:load"
+        self.drain_lock = prefix + "lock:drain"
+
+    def user(self, user_id: str) -> str:
+        return f"{self.prefix}user:{user_id}"
+
+    def user_bucket(self, user_id: str) -> str:
+        return f"{self.prefix}rl:u:{user_id}"
+
+    def ip_bucket(self, address: str) -> str:
+        return f"{self.prefix}rl:ip:{address}"
+
+
+keys_for = lru_cache(maxsize=256)(SaleKeys)
+
+
+def connect(url: str, *, max_connections: int, timeout: float) -> redis.Redis:
+    """A client whose every call is bounded in time: a dead Redis gives an error, never a hang."""
+    pool = redis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=timeout,  # waiting for a free connection
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        decode_responses=True,
+        retry=Retry(NoBackoff(), 1),
+    )
+    return redis.Redis(connection_pool=pool)
+
+
+def _script_text(name: str) -> str:
+    folder = resources.files("flashsale") / "scripts"
+    text = (folder / f"{name}.lua").read_text()
+    if name in _WITH_BUCKET:
+        text = (folder / "token_bucket.lua").read_text() + "\n" + text
+    return text
+
+
+class Inventory:
+    """Typed calls to the sale scripts. Holds no state but the client and the scripts."""
+
+    def __init__(self, client: redis.Redis):
+        self.client = client
+        self._run = {
+            name: client.register_script(_script_text(name))
+            for name in (
+                "checkout",
+                "purchase",
+                "revert",
+                "record_attempt",
+                "status",
+                "sweep",
+                "publish",
+            )
+        }
+
+    # --- the hot path -----------------------------------------------------------------------
+
+    def checkout(
+        self,
+        keys: SaleKeys,
+        user_id: str,
+        item_id: str,
+        *,
+        now_ms: int,
+        ttl_ms: int,
+        fresh_code: str,
+        user_rate: float,
+        ip_rate: float,
+        client_ip: str,
+    ) -> list[Any]:
+        """[outcome, code, expires_ms, retry_ms, sale_id] — see checkout.lua."""
+        return self._run["checkout"](
+            keys=[
+                keys.meta,
+                keys.items,
+                keys.codes,
+                keys.reserved,
+                keys.user(user_id),
+                keys.outbox,
+                keys.user_bucket(user_id),
+                keys.ip_bucket(client_ip),
+            ],
+            args=[user_id, item_id, now_ms, ttl_ms, fresh_code, user_rate, ip_rate],
+        )
+
+    def purchase(
+        self, keys: SaleKeys, code: str, *, now_ms: int, user_rate: float, ip_rate: float,
+        client_ip: str,
+    ) -> list[Any]:
+        """[kind, ...] — see purchase.lua."""
+        return self._run["purchase"](
+            keys=[
+                keys.meta,
+                keys.items,
+                keys.codes,
+                keys.reserved,
+                keys.pending,
+                keys.ip_bucket(client_ip),
+            ],
+            args=[code, now_ms, user_rate, ip_rate, keys.user(""), keys.user_bucket("")],
+        )
+
+    def confirm(self, keys: SaleKeys, code: str) -> None:
+        """PostgreSQL holds the purchase: it is no longer pending."""
+        self.client.zrem(keys.pending, code)
+
+    def revert(self, keys: SaleKeys, code: str) -> bool:
+        return bool(
+            self._run["revert"](
+                keys=[keys.meta, keys.items, keys.codes, keys.reserved, keys.pending],
+                args=[code, keys.user("")],
+            )
+        )
+
+    def record_attempt(
+        self, keys: SaleKeys, outcome: str, *, now_ms: int, user_id: str | None,
+        item_id: str | None,
+    ) -> None:
+        missing = "\0"
+        self._run["record_attempt"](
+            keys=[keys.meta, keys.outbox],
+            args=[outcome, now_ms, missing if user_id is None else user_id,
+                  missing if item_id is None else item_id],
+        )
+
+    def register_outbox(self, sale_id: str) -> None:
+        self.client.sadd(OUTBOX_REGISTRY, sale_id)
+
+    def registered_sales(self) -> set[str]:
+        return self.client.smembers(OUTBOX_REGISTRY)
+
+    def unregister_outbox(self, sale_id: str) -> None:
+        self.client.srem(OUTBOX_REGISTRY, sale_id)
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def status(self, keys: SaleKeys, now_ms: int) -> dict[str, int | str] | None:
+        row = self._run["status"](keys=[keys.meta, keys.reserved, keys.outbox], args=[now_ms])
+        if not row:
+            return None
+        sale_id, starts, ends, total, sold, reserved, backlog = row
+        return {
+            "sale_id": sale_id,
+            "starts_ms": int(starts),
+            "ends_ms": int(ends),
+            "total": int(total),
+            "sold": int(sold),
+            "reserved": int(reserved),
+            "backlog": int(backlog),
+        }
+
+    def meta(self, keys: SaleKeys) -> dict[str, str]:
+        return self.client.hgetall(keys.meta)
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def sweep(self, keys: SaleKeys, now_ms: int, batch: int) -> int:
+        return int(self._run["sweep"](keys=[keys.items, keys.reserved], args=[now_ms, batch]))
+
+    def publish(
+        self, keys: SaleKeys, meta: dict[str, str | int], expire_ms: int
+    ) -> bool:
+        pairs = [part for field, value in meta.items() for part in (field, value)]
+        return bool(
+            self._run["publish"](
+                keys=[
+                    keys.meta,
+                    keys.items,
+                    keys.codes,
+                    keys.items_staging,
+                    keys.codes_staging,
+                    keys.reserved,
+                ],
+                args=[expire_ms, *pairs],
+            )
+        )

@@ -1,0 +1,83 @@
+-- checkout.lua: decides one checkout and records the attempt, atomically.
+--
+-- Item states in the items hash:  "-" free | "R <expires_ms> <user> <code>" reserved |
+-- "S <purchased_ms> <user> <code>" sold. A reservation whose expiry has passed is free:
+-- correctness never waits for the sweeper.
+local meta_key     = KEYS[1]  -- hash: sale_id, starts_ms, ends_ms, total, limit, sold, expire_ms
+local items_key    = KEYS[2]  -- hash: item_id -> state (above); a missing field is not in the sale
+local codes_key    = KEYS[3]  -- hash: code -> "<item_id> <user_id> <expires_ms>"
+local reserved_key = KEYS[4]  -- zset: item_id scored by reservation expiry (for items_reserved)
+local user_key     = KEYS[5]  -- zset: this user's items scored by expiry, "inf" once bought
+local outbox_key   = KEYS[6]  -- stream: checkout attempts waiting to be drained into PostgreSQL
+local user_bucket  = KEYS[7]  -- hash: token bucket of this user_id
+local ip_bucket    = KEYS[8]  -- hash: token bucket of this client address
+
+local user_id   = ARGV[1]
+local item_id   = ARGV[2]
+local now       = tonumber(ARGV[3])  -- ms since the epoch
+local ttl       = tonumber(ARGV[4])  -- ms a reservation lasts
+local fresh     = ARGV[5]            -- the code to hand out if this checkout reserves
+local user_rate = tonumber(ARGV[6])  -- requests per second per user, 0 = off
+local ip_rate   = tonumber(ARGV[7])  -- requests per second per client address, 0 = off
+
+local sale_id = redis.call('HGET', meta_key, 'sale_id') or ''
+
+-- Every outcome is recorded in the same atomic step that decides it: no answer without a record.
+local function answer(outcome, code, expires, retry_ms)
+  redis.call('XADD', outbox_key, '*', 's', sale_id, 'u', user_id, 'i', item_id,
+             'o', outcome, 'c', code or '', 't', tostring(now))
+  return {outcome, code or '', expires or 0, retry_ms or 0, sale_id}
+end
+
+local wait = take_token(user_bucket, user_rate, now)
+if wait == 0 then
+  wait = take_token(ip_bucket, ip_rate, now)
+end
+if wait > 0 then
+  return answer('rate_limited', nil, nil, wait)
+end
+
+if sale_id == '' then
+  return answer('no_active_sale')
+end
+local meta = redis.call('HMGET', meta_key, 'starts_ms', 'ends_ms', 'total', 'limit', 'sold', 'expire_ms')
+local starts, ends = tonumber(meta[1]), tonumber(meta[2])
+if now < starts or now >= ends then
+  local opens_in = now < starts and (starts - now) or 0
+  sale_id = ''  -- the attempt belongs to no open sale
+  return answer('no_active_sale', nil, nil, opens_in)
+end
+
+local state = redis.call('HGET', items_key, item_id)
+if not state then
+  return answer('item_not_found')
+end
+if tonumber(meta[5]) >= tonumber(meta[3]) then
+  return answer('sold_out')
+end
+
+local kind, until_ms, holder, held_code = string.match(state, '^(%u) (%d+) (%S+) (%S+)$')
+local live = kind == 'R' and tonumber(until_ms) > now
+if live and holder == user_id then
+  -- The same user asking again for an item they hold gets the same code; it counts once.
+  return answer('ok', held_code, tonumber(until_ms))
+end
+
+-- Bought items score +inf, unexpired reservations score their expiry: both count.
+if redis.call('ZCOUNT', user_key, '(' .. now, '+inf') >= tonumber(meta[4]) then
+  return answer('user_limit_reached')
+end
+if kind == 'S' or live then
+  return answer('item_unavailable')
+end
+
+local expires = math.min(now + ttl, ends)
+redis.call('HSET', items_key, item_id, 'R ' .. expires .. ' ' .. user_id .. ' ' .. fresh)
+redis.call('HSET', codes_key, fresh, item_id .. ' ' .. user_id .. ' ' .. expires)
+redis.call('ZADD', reserved_key, expires, item_id)
+redis.call('ZADD', user_key, expires, item_id)
+-- Keys made here go when the sale's keys go (meta's expire_ms), well after the sale ends.
+for _, key in ipairs({codes_key, reserved_key, user_key}) do
+  redis.call('PEXPIREAT', key, meta[6])
+end
+return answer('ok', fresh, expires)

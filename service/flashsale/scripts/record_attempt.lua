@@ -1,0 +1,22 @@
+-- record_attempt.lua: records a checkout attempt decided before checkout.lua could run
+-- (a malformed request), attributed to the sale open at that moment, if any.
+local meta_key   = KEYS[1]  -- hash: sale_id, starts_ms, ends_ms of this period's sale
+local outbox_key = KEYS[2]  -- stream: checkout attempts waiting to be drained into PostgreSQL
+
+local outcome = ARGV[1]
+local now     = tonumber(ARGV[2])
+-- ARGV[3], ARGV[4]: user_id and item_id as received; '\0' stands for a missing parameter.
+
+local meta = redis.call('HMGET', meta_key, 'sale_id', 'starts_ms', 'ends_ms')
+local sale_id = ''
+if meta[1] and now >= tonumber(meta[2]) and now < tonumber(meta[3]) then
+  sale_id = meta[1]
+end
+local fields = {'s', sale_id, 'o', outcome, 'c', '', 't', tostring(now)}
+if ARGV[3] ~= '\0' then
+  table.insert(fields, 'u'); table.insert(fields, ARGV[3])
+end
+if ARGV[4] ~= '\0' then
+  table.insert(fields, 'i'); table.insert(fields, ARGV[4])
+end
+return redis.call('XADD', outbox_key, '*', unpack(fields))
