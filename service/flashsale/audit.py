@@ -1,0 +1,105 @@
+"""Compares a sale in Redis with its records in PostgreSQL and says what disagrees.
+
+Records younger than the drain window are reported as pending: they are on their way.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from flashsale.domain import Sale
+from flashsale.inventory import Inventory, keys_for
+from flashsale.records import Database
+
+
+@dataclass
+class AuditReport:
+    sale: Sale
+    facts: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    mismatches: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not self.mismatches
+
+    def render(self) -> str:
+        lines = [f"audit of sale {self.sale.sale_id}"]
+        lines += [f"  {fact}" for fact in self.facts]
+        lines += [f"  PENDING   {line}" for line in self.pending]
+        lines += [f"  MISMATCH  {line}" for line in self.mismatches]
+        lines.append("result: " + ("clean" if self.clean else f"{len(self.mismatches)} mismatch(es)"))
+        return "\n".join(lines)
+
+
+def audit_sale(
+    inventory: Inventory, database: Database, sale: Sale, *, now_ms: int, window_ms: int
+) -> AuditReport:
+    """window_ms: how old an undrained attempt or unconfirmed purchase may be and still count
+    as pending rather than as a mismatch."""
+    report = AuditReport(sale)
+    keys = keys_for(sale.sale_id)
+    client = inventory.client
+    purchases = {p.item_id: p for p in database.purchases_of(sale.sale_id)}
+    per_user = Counter(p.user_id for p in purchases.values())
+    report.facts.append(f"PostgreSQL: {len(purchases)} purchases of {sale.total_items} items, "
+                        f"{len(per_user)} buyers")
+
+    if len(purchases) > sale.total_items:
+        report.mismatches.append(f"oversold: {len(purchases)} purchases > {sale.total_items}")
+    for user, count in per_user.items():
+        if count > sale.user_limit:
+            report.mismatches.append(f"user {user} bought {count} > limit {sale.user_limit}")
+
+    issued = database.issued_claims(sale.sale_id)
+    for p in purchases.values():
+        if p.code not in issued:
+            report.mismatches.append(f"purchase of item {p.item_id} has no ok checkout attempt")
+
+    meta = client.hgetall(keys.meta)
+    if not meta:
+        report.facts.append("Redis: the sale is no longer held (expired or lost); PostgreSQL only")
+        return report
+
+    outbox = client.xrange(keys.outbox)
+    in_outbox = {fields.get("c") for _, fields in outbox if fields.get("o") == "ok"}
+    stale = [eid for eid, fields in outbox if int(fields["t"]) < now_ms - window_ms]
+    if stale:
+        report.mismatches.append(f"{len(stale)} checkout attempts older than the drain window "
+                                 "are still not in PostgreSQL")
+    if len(outbox) > len(stale):
+        report.pending.append(f"{len(outbox) - len(stale)} recent checkout attempts not drained yet")
+
+    pending = dict(client.zrange(keys.pending, 0, -1, withscores=True))
+    sold_in_redis: dict[str, tuple[str, str]] = {}
+    for item_id, state in client.hscan_iter(keys.items, count=1000):
+        if state.startswith("S "):
+            _, _, user, code = state.split(" ")
+            sold_in_redis[item_id] = (user, code)
+    report.facts.append(f"Redis: {len(sold_in_redis)} items sold, counter says {meta['sold']}")
+    if int(meta["sold"]) != len(sold_in_redis):
+        report.mismatches.append(f"Redis sold counter {meta['sold']} != {len(sold_in_redis)} sold items")
+
+    for item_id, (user, code) in sold_in_redis.items():
+        stored = purchases.get(item_id)
+        if stored is not None and stored.code == code:
+            continue
+        if code in pending and pending[code] >= now_ms - window_ms:
+            report.pending.append(f"purchase of item {item_id} not yet confirmed")
+        else:
+            report.mismatches.append(f"item {item_id} sold in Redis (to {user}) but not in PostgreSQL")
+    for item_id, p in purchases.items():
+        if sold_in_redis.get(item_id, (None, None))[1] != p.code:
+            report.mismatches.append(f"item {item_id} bought in PostgreSQL but not sold in Redis")
+    for user, count in per_user.items():
+        held = client.zcount(keys.user(user), "inf", "inf")
+        if held != count:
+            report.mismatches.append(f"user {user}: {held} bought in Redis, {count} in PostgreSQL")
+
+    codes = set(client.hkeys(keys.codes))
+    missing = codes - set(issued) - in_outbox
+    if missing:
+        report.mismatches.append(f"{len(missing)} codes handed out have no checkout attempt row")
+    report.facts.append(f"codes handed out: {len(codes)} in Redis, {len(issued)} in PostgreSQL")
+    return report

@@ -1,0 +1,321 @@
+"""Checkout and purchase: the decisions run in Redis, the records land in PostgreSQL.
+
+This layer knows the rules of the contract that span both stores (what to record when Redis
+is away, when a purchase may be acknowledged) and nothing about HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from flashsale import catalog, domain
+from flashsale.config import Settings
+from flashsale.domain import Purchase, Reservation, Sale, SaleError, printable
+from flashsale.inventory import Inventory, SaleKeys, keys_for
+from flashsale.metrics import CHECKOUTS, PURCHASES
+from flashsale.records import AttemptRow, Database, DatabaseError
+
+log = logging.getLogger(__name__)
+
+_STORE_ERRORS = (RedisError, DatabaseError)
+
+
+class SaleService:
+    """The sale as the API sees it. Built once per worker; every method is safe for greenlets."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        inventory: Inventory,
+        database: Database,
+        *,
+        clock: Callable[[], float] = time.time,
+        new_code: Callable[[str], str] = domain.new_code,
+    ):
+        self.settings = settings
+        self.inventory = inventory
+        self.database = database
+        self.clock = clock
+        self._new_code = new_code
+        self._registered: set[str] = set()
+        self._sales: dict[str, Sale] = {}
+        self._checkout_outcomes = {code: CHECKOUTS.labels(code) for code in (*domain.ERRORS, "ok")}
+        self._purchase_outcomes = {code: PURCHASES.labels(code) for code in (*domain.ERRORS, "ok")}
+
+    # --- time -------------------------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def current_sale_id(self, now_ms: int | None = None) -> str:
+        at = (self.now_ms() if now_ms is None else now_ms) / 1000
+        period = self.settings.period
+        return domain.sale_id_for(domain.period_start(at, period), period)
+
+    def seconds_to_next_sale(self, now_ms: int) -> int:
+        period_ms = self.settings.period * 1000
+        return max(1, -(-(period_ms - now_ms % period_ms) // 1000))
+
+    # --- checkout ---------------------------------------------------------------------------
+
+    def checkout(self, user_id: Any, item_id: Any, client_ip: str = "") -> Reservation:
+        try:
+            reservation = self._checkout(user_id, item_id, client_ip)
+        except SaleError as error:
+            self._checkout_outcomes[error.code].inc()
+            raise
+        self._checkout_outcomes["ok"].inc()
+        return reservation
+
+    def _checkout(self, user_id: Any, item_id: Any, client_ip: str) -> Reservation:
+        now = self.now_ms()
+        keys = keys_for(self.current_sale_id(now))
+        if not domain.valid_token(user_id) or not domain.valid_token(item_id):
+            bad = "user_id" if not domain.valid_token(user_id) else "id"
+            self._record_elsewhere(keys, "invalid_request", now, user_id, item_id)
+            raise SaleError(
+                "invalid_request", f"`{bad}` must be 1-64 characters of A-Z a-z 0-9 _ . -"
+            )
+        try:
+            self._register_outbox(keys.sale_id)
+            outcome, code, expires, retry_ms, sale_id = self.inventory.checkout(
+                keys,
+                user_id,
+                item_id,
+                now_ms=now,
+                ttl_ms=self.settings.checkout_ttl * 1000,
+                fresh_code=self._new_code(keys.sale_id),
+                user_rate=self.settings.rate_per_user,
+                ip_rate=self.settings.rate_per_ip if client_ip else 0,
+                client_ip=client_ip,
+            )
+        except RedisError:
+            log.warning("redis unreachable during checkout", exc_info=True)
+            self._record_directly("unavailable", now, user_id, item_id)
+            raise SaleError("unavailable") from None
+        if outcome == "ok":
+            return Reservation(code, sale_id, item_id, int(expires))
+        retry_after = None
+        if outcome == "rate_limited":
+            retry_after = max(1, -(-int(retry_ms) // 1000))
+        elif outcome == "no_active_sale":
+            retry_after = (
+                max(1, -(-int(retry_ms) // 1000)) if retry_ms else self.seconds_to_next_sale(now)
+            )
+        raise SaleError(outcome, retry_after=retry_after)
+
+    def _register_outbox(self, sale_id: str) -> None:
+        """Before a sale's outbox gets its first record, the drainer must know it exists."""
+        if sale_id not in self._registered:
+            self.inventory.register_outbox(sale_id)
+            self._registered.add(sale_id)
+
+    def _record_elsewhere(
+        self, keys: SaleKeys, outcome: str, now: int, user_id: Any, item_id: Any
+    ) -> None:
+        """Record an attempt that checkout.lua did not see: via the outbox, or else directly."""
+        user, item = printable(user_id), printable(item_id)
+        try:
+            self._register_outbox(keys.sale_id)
+            self.inventory.record_attempt(keys, outcome, now_ms=now, user_id=user, item_id=item)
+        except RedisError:
+            self._record_directly(outcome, now, user, item)
+
+    def _record_directly(self, outcome: str, now: int, user_id: Any, item_id: Any) -> None:
+        """Redis is away: the attempt goes straight to PostgreSQL before we answer."""
+        row = AttemptRow(
+            attempt_key=f"direct:{uuid.uuid4()}",
+            sale_id=None,
+            user_id=printable(user_id),
+            item_id=printable(item_id),
+            outcome=outcome,
+            code=None,
+            created_ms=now,
+        )
+        try:
+            self.database.insert_attempts([row])
+        except DatabaseError:
+            # Both stores are away: the log line is the record of last resort.
+            log.error("attempt not stored, both stores unreachable: %s", row)
+
+    # --- purchase ---------------------------------------------------------------------------
+
+    def purchase(self, code: Any, client_ip: str = "") -> Purchase:
+        try:
+            purchase = self._purchase(code, client_ip)
+        except SaleError as error:
+            self._purchase_outcomes[error.code].inc()
+            raise
+        self._purchase_outcomes["ok"].inc()
+        return purchase
+
+    def _purchase(self, code: Any, client_ip: str) -> Purchase:
+        if not domain.valid_code(code):
+            raise SaleError("invalid_request", "`code` must be a checkout code")
+        sale_id = domain.sale_of_code(code)
+        if sale_id is None:
+            raise SaleError("code_not_found")
+        keys = keys_for(sale_id)
+        now = self.now_ms()
+        try:
+            answer = self.inventory.purchase(
+                keys,
+                code,
+                now_ms=now,
+                user_rate=self.settings.rate_per_user,
+                ip_rate=self.settings.rate_per_ip if client_ip else 0,
+                client_ip=client_ip,
+            )
+        except RedisError:
+            log.warning("redis unreachable during purchase", exc_info=True)
+            raise SaleError("unavailable") from None
+        kind = answer[0]
+        if kind == "sale_missing":
+            return self._purchase_from_records(code, sale_id, now)
+        if kind == "rate_limited":
+            raise SaleError(kind, retry_after=max(1, -(-int(answer[1]) // 1000)))
+        if kind in ("code_not_found", "code_expired"):
+            raise SaleError(kind)
+        _, item_id, user_id, at_ms, _ = answer
+        return self._make_durable(keys, Purchase(sale_id, item_id, user_id, code, int(at_ms)),
+                                  sold_now=kind == "sold")
+
+    def _make_durable(self, keys: SaleKeys, purchase: Purchase, *, sold_now: bool) -> Purchase:
+        """Answer 200 only once PostgreSQL holds the purchase; otherwise undo what Redis did."""
+        try:
+            stored = self.database.save_purchase(purchase)
+        except DatabaseError:
+            log.warning("purchase not stored, reverting %s", purchase.code, exc_info=True)
+            if sold_now:
+                self._revert(keys, purchase.code)
+            raise SaleError("unavailable") from None
+        if stored.code != purchase.code:
+            log.error("item %s/%s already sold in PostgreSQL to another code",
+                      purchase.sale_id, purchase.item_id)
+            if sold_now:
+                self._revert(keys, purchase.code)
+            raise SaleError("code_expired")
+        try:
+            self.inventory.confirm(keys, purchase.code)
+        except RedisError:
+            pass  # still pending in Redis; the sweeper confirms it against PostgreSQL
+        return stored
+
+    def _revert(self, keys: SaleKeys, code: str) -> None:
+        try:
+            self.inventory.revert(keys, code)
+        except RedisError:
+            log.warning("revert of %s left to the sweeper", code, exc_info=True)
+
+    def _purchase_from_records(self, code: str, sale_id: str, now: int) -> Purchase:
+        """Redis no longer holds the sale: PostgreSQL answers for it."""
+        try:
+            stored = self.database.purchase_by_code(code)
+            if stored is not None:
+                return stored
+            sale = self.database.get_sale(sale_id)
+            if sale is not None and now < sale.ends_ms:
+                # The live sale is missing from Redis: it is being restored. Not the client's fault.
+                raise SaleError("unavailable")
+            if self.database.code_was_issued(code):
+                raise SaleError("code_expired")
+        except DatabaseError:
+            raise SaleError("unavailable") from None
+        raise SaleError("code_not_found")
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any] | None:
+        """The open sale's figures straight from Redis (None when no sale is open)."""
+        now = self.now_ms()
+        try:
+            snapshot = self.inventory.status(keys_for(self.current_sale_id(now)), now)
+        except RedisError:
+            raise SaleError("unavailable") from None
+        if snapshot is None or not snapshot["starts_ms"] <= now < snapshot["ends_ms"]:
+            return None
+        snapshot["remaining"] = snapshot["total"] - snapshot["sold"]
+        return snapshot
+
+    def status(self) -> dict[str, Any]:
+        snapshot = self.snapshot()
+        if snapshot is None:
+            raise SaleError("no_active_sale", retry_after=self.seconds_to_next_sale(self.now_ms()))
+        return {
+            "sale_id": snapshot["sale_id"],
+            "starts_at": domain.rfc3339(snapshot["starts_ms"]),
+            "ends_at": domain.rfc3339(snapshot["ends_ms"]),
+            "total_items": snapshot["total"],
+            "items_sold": snapshot["sold"],
+            "items_reserved": snapshot["reserved"],
+            "remaining_items": snapshot["remaining"],
+        }
+
+    def sale(self, sale_id: str) -> Sale | None:
+        """A sale's fixed facts (seed, size), from Redis or else PostgreSQL; cached, they never change."""
+        cached = self._sales.get(sale_id)
+        if cached is not None:
+            return cached
+        try:
+            meta = self.inventory.meta(keys_for(sale_id))
+            if meta:
+                sale = Sale(sale_id, int(meta["starts_ms"]) // 1000, int(meta["ends_ms"]) // 1000,
+                            int(meta["total"]), int(meta["limit"]), meta["seed"])
+            else:
+                sale = self.database.get_sale(sale_id)
+        except _STORE_ERRORS:
+            raise SaleError("unavailable") from None
+        if sale is not None:
+            if len(self._sales) > 64:
+                self._sales.clear()
+            self._sales[sale_id] = sale
+        return sale
+
+    def current_sale(self) -> Sale:
+        now = self.now_ms()
+        sale = self.sale(self.current_sale_id(now))
+        if sale is None or not sale.starts_ms <= now < sale.ends_ms:
+            raise SaleError("no_active_sale", retry_after=self.seconds_to_next_sale(now))
+        return sale
+
+    def items_page(self, limit: int, cursor: str | None) -> dict[str, Any]:
+        """Items in position order; the cursor is the next position, bound to its sale."""
+        sale = self.current_sale()
+        start = 1
+        if cursor:
+            owner, _, position = cursor.rpartition(":")
+            if owner != sale.sale_id or not position.isdigit() or int(position) < 1:
+                raise SaleError("invalid_request", "`cursor` does not belong to the current sale")
+            start = int(position)
+        stop = start + limit
+        items = [
+            {"id": item_id, "name": name, "image_url": path}
+            for item_id, _, name, path in catalog.items_of(sale, start, stop)
+        ]
+        next_cursor = f"{sale.sale_id}:{stop}" if stop <= sale.total_items else None
+        return {"sale_id": sale.sale_id, "items": items, "next_cursor": next_cursor}
+
+    def item_image(self, sale_id: str, item_id: str) -> str:
+        sale = self.sale(sale_id) if domain.sale_window(sale_id) else None
+        if sale is None or not item_id.isdigit() or not 1 <= int(item_id) <= sale.total_items:
+            raise SaleError("item_not_found")
+        return catalog.render_svg(sale.seed, item_id)
+
+    def ready(self) -> dict[str, bool]:
+        checks = {}
+        try:
+            checks["redis"] = bool(self.inventory.client.ping())
+        except RedisError:
+            checks["redis"] = False
+        try:
+            self.database.ping()
+            checks["postgres"] = True
+        except DatabaseError:
+            checks["postgres"] = False
+        return checks

@@ -1,0 +1,238 @@
+"""The schedule of sales: open (or restore) a period's sale, sweep, settle and close.
+
+Every step is idempotent, so a CronJob that runs twice, late, or next to another changes
+nothing the first run did not already decide.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from redis.exceptions import RedisError
+
+from flashsale import catalog, domain
+from flashsale.config import Settings
+from flashsale.domain import Sale
+from flashsale.inventory import Inventory, keys_for
+from flashsale.metrics import RECLAIMED
+from flashsale.outbox import drain_sale
+from flashsale.records import Database, DatabaseError
+
+log = logging.getLogger(__name__)
+
+# Redis keeps a sale this long after its end, so late retries and audits find it.
+KEEP_AFTER_END_MS = 24 * 3600 * 1000
+# A purchase pending this long has no web request left that could still confirm or revert it
+# (the gunicorn worker timeout and the database timeouts are all shorter).
+PENDING_GRACE_MS = 60_000
+# How long an outbox stays registered after its sale ended: writers compute the current sale
+# from their clock, so none writes to an old sale's outbox past this.
+OUTBOX_LINGER_MS = 5 * 60 * 1000
+_CHUNK = 1000
+
+
+@dataclass
+class SweepReport:
+    reclaimed: int = 0
+    drained: int = 0
+    settled: int = 0
+    reverted: int = 0
+    restored: list[str] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
+
+
+class SaleKeeper:
+    """What the opener and sweeper jobs do, and what `flashsale dev` runs on timers."""
+
+    def __init__(
+        self, settings: Settings, inventory: Inventory, database: Database,
+        *, clock: Callable[[], float] = time.time,
+    ):
+        self.settings = settings
+        self.inventory = inventory
+        self.database = database
+        self.clock = clock
+
+    # --- opening and restoring --------------------------------------------------------------
+
+    def planned_sale(self, at: float) -> Sale:
+        period = self.settings.period
+        start = domain.period_start(at, period)
+        return Sale(
+            sale_id=domain.sale_id_for(start, period),
+            starts_at=start,
+            ends_at=start + period,
+            total_items=self.settings.items,
+            user_limit=self.settings.user_limit,
+            seed=secrets.token_hex(8),
+        )
+
+    def open_sale(self, at: float | None = None) -> tuple[Sale, bool]:
+        """Open the sale of the period containing `at`: (sale, whether this call loaded Redis)."""
+        planned = self.planned_sale(self.clock() if at is None else at)
+        sale = self.database.create_sale(planned, catalog.items_of(planned))
+        return sale, self.ensure_loaded(sale)
+
+    def open_due(self, preload_seconds: int) -> list[Sale]:
+        """Open the current period's sale and, within `preload_seconds` of the next period,
+        the next one too, so it opens on the second."""
+        now = self.clock()
+        opened = [self.open_sale(now)[0]]
+        if preload_seconds and self.planned_sale(now + preload_seconds).sale_id != opened[0].sale_id:
+            opened.append(self.open_sale(now + preload_seconds)[0])
+        return opened
+
+    def ensure_loaded(self, sale: Sale) -> bool:
+        """Load the sale into Redis from PostgreSQL unless it is there: opening and restoring
+        are the same step. Returns whether this call loaded it."""
+        keys = keys_for(sale.sale_id)
+        client = self.inventory.client
+        if client.exists(keys.meta):
+            return False
+        with client.lock(keys.load_lock, timeout=120, blocking_timeout=120):
+            if client.exists(keys.meta):
+                return False  # another loader finished while we waited
+            self._load(sale)
+        log.info("sale loaded into redis", extra={"sale_id": sale.sale_id})
+        return True
+
+    def _load(self, sale: Sale) -> None:
+        """Sold items stay sold (with their codes, so retries work); codes handed out but never
+        bought answer `code_expired`; reservations that only Redis knew become free again."""
+        keys = keys_for(sale.sale_id)
+        purchases = self.database.purchases_of(sale.sale_id)
+        claims = self.database.issued_claims(sale.sale_id)
+        client = self.inventory.client
+        client.delete(keys.items_staging, keys.codes_staging)
+
+        states = {str(position): "-" for position in range(1, sale.total_items + 1)}
+        codes = {code: f"{item} {user} 0" for code, (item, user) in claims.items()}
+        buyers: dict[str, list[str]] = {}
+        for p in purchases:
+            states[p.item_id] = f"S {p.purchased_ms} {p.user_id} {p.code}"
+            codes[p.code] = f"{p.item_id} {p.user_id} {p.purchased_ms}"
+            buyers.setdefault(p.user_id, []).append(p.item_id)
+
+        pipe = client.pipeline(transaction=False)
+        for batch in _chunks(list(states.items())):
+            pipe.hset(keys.items_staging, mapping=dict(batch))
+        for batch in _chunks(list(codes.items())):
+            pipe.hset(keys.codes_staging, mapping=dict(batch))
+        expire_ms = sale.ends_ms + KEEP_AFTER_END_MS
+        for user, items in buyers.items():
+            pipe.delete(keys.user(user))
+            pipe.zadd(keys.user(user), {item: "inf" for item in items})
+            pipe.pexpireat(keys.user(user), expire_ms)
+        pipe.execute()
+        self.inventory.register_outbox(sale.sale_id)
+        self.inventory.publish(
+            keys,
+            {
+                "sale_id": sale.sale_id,
+                "starts_ms": sale.starts_ms,
+                "ends_ms": sale.ends_ms,
+                "total": sale.total_items,
+                "limit": sale.user_limit,
+                "seed": sale.seed,
+                "sold": len(purchases),
+                "expire_ms": expire_ms,
+            },
+            expire_ms,
+        )
+
+    def restore(self) -> list[str]:
+        """Reload every sale PostgreSQL has that is open now (or pre-loaded) but Redis lost."""
+        now_ms = int(self.clock() * 1000)
+        restored = []
+        for at in (now_ms / 1000, now_ms / 1000 + self.settings.period):
+            sale = self.database.get_sale(self.planned_sale(at).sale_id)
+            if sale is not None and now_ms < sale.ends_ms and self.ensure_loaded(sale):
+                restored.append(sale.sale_id)
+        return restored
+
+    # --- sweeping ---------------------------------------------------------------------------
+
+    def sweep(self, max_batches: int = 100) -> SweepReport:
+        report = SweepReport(restored=self.restore())
+        now_ms = int(self.clock() * 1000)
+        for sale_id in sorted(self.inventory.registered_sales()):
+            report.reclaimed += self._reclaim(sale_id, now_ms, max_batches)
+            settled, reverted = self._settle_pending(sale_id, now_ms)
+            report.settled += settled
+            report.reverted += reverted
+            report.drained += drain_sale(self.inventory, self.database, sale_id, max_batches)
+            self._forget_if_finished(sale_id, now_ms)
+        report.closed = self._close_ended(now_ms)
+        RECLAIMED.inc(report.reclaimed)
+        return report
+
+    def _reclaim(self, sale_id: str, now_ms: int, max_batches: int) -> int:
+        keys = keys_for(sale_id)
+        total = 0
+        for _ in range(max_batches):
+            returned = self.inventory.sweep(keys, now_ms, _CHUNK)
+            total += returned
+            if returned < _CHUNK:
+                break
+        return total
+
+    def _settle_pending(self, sale_id: str, now_ms: int) -> tuple[int, int]:
+        """Purchases a crashed worker left between Redis and PostgreSQL: confirm what
+        PostgreSQL holds, revert the rest (no client ever heard 200 for those)."""
+        keys = keys_for(sale_id)
+        stale = self.inventory.client.zrangebyscore(keys.pending, "-inf", now_ms - PENDING_GRACE_MS)
+        if not stale:
+            return 0, 0
+        stored = self.database.purchases_at(sale_id, stale)
+        for code in stale:
+            if code in stored:
+                self.inventory.confirm(keys, code)
+            else:
+                self.inventory.revert(keys, code)
+        return len(stored), len(stale) - len(stored)
+
+    def _forget_if_finished(self, sale_id: str, now_ms: int) -> None:
+        window = domain.sale_window(sale_id)
+        if window is None or window[1] * 1000 + OUTBOX_LINGER_MS > now_ms:
+            return
+        keys = keys_for(sale_id)
+        client = self.inventory.client
+        if client.xlen(keys.outbox) == 0 and client.zcard(keys.pending) == 0:
+            client.delete(keys.outbox)
+            self.inventory.unregister_outbox(sale_id)
+
+    def _close_ended(self, now_ms: int) -> list[str]:
+        """Record the final figures of sales that ended and have nothing left in flight."""
+        closed = []
+        for sale in self.database.sales_to_close(now_ms):
+            keys = keys_for(sale.sale_id)
+            client = self.inventory.client
+            if client.zcard(keys.pending) or client.xlen(keys.outbox):
+                continue  # settle first; the next sweep closes it
+            sold = self.database.close_sale(sale.sale_id)
+            log.info("sale closed", extra={"sale_id": sale.sale_id, "items_sold": sold})
+            closed.append(sale.sale_id)
+        return closed
+
+
+def _chunks(pairs: list, size: int = _CHUNK) -> list[list]:
+    return [pairs[i : i + size] for i in range(0, len(pairs), size)]
+
+
+def run_forever(
+    step: Callable[[], object], interval: float, stop: Callable[[], bool], name: str
+) -> None:
+    """Run a job step on a timer; a failing store is logged and retried, never fatal."""
+    while not stop():
+        started = time.monotonic()
+        try:
+            step()
+        except (RedisError, DatabaseError) as error:
+            log.warning("%s: store unavailable: %s", name, error)
+        except Exception:
+            log.exception("%s failed", name)
+        time.sleep(max(0.0, interval - (time.monotonic() - started)))

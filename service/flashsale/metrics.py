@@ -1,0 +1,77 @@
+"""Prometheus metrics. Counters and the latency histogram are per process (multiprocess mode
+under gunicorn); the sale's stock and the outbox backlog are read from Redis at scrape time, so
+every pod reports the same single truth."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+CHECKOUTS = Counter("flashsale_checkouts_total", "Checkout requests by outcome.", ["outcome"])
+PURCHASES = Counter("flashsale_purchases_total", "Purchase requests by outcome.", ["outcome"])
+REQUEST_DURATION = Histogram(
+    "flashsale_request_duration_seconds",
+    "Time to answer a request, by route and status.",
+    ["route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+RECLAIMED = Counter(
+    "flashsale_sweeper_reclaimed_total", "Expired reservations the sweeper returned to stock."
+)
+DRAINED = Counter("flashsale_outbox_drained_total", "Checkout attempts moved into PostgreSQL.")
+
+
+class SaleCollector(Collector):
+    """Stock and backlog straight from Redis; `snapshot` returns None when no sale is open."""
+
+    def __init__(self, snapshot: Callable[[], dict | None], backlog: Callable[[], int]):
+        self._snapshot = snapshot
+        self._backlog = backlog
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            status = self._snapshot()
+            backlog = self._backlog()
+        except Exception:  # a scrape must not fail because Redis is away
+            log.warning("sale metrics unavailable", exc_info=True)
+            return
+        items = GaugeMetricFamily("flashsale_sale_items", "Items of the current sale.",
+                                  labels=["state"])
+        if status is not None:
+            for state in ("total", "sold", "reserved", "remaining"):
+                items.add_metric([state], status[state])
+            yield GaugeMetricFamily(
+                "flashsale_sale_open_seconds",
+                "Seconds since the current sale opened.",
+                value=max(0.0, time.time() - status["starts_ms"] / 1000),
+            )
+        yield items
+        yield GaugeMetricFamily(
+            "flashsale_outbox_backlog", "Checkout attempts not yet in PostgreSQL.", value=backlog
+        )
+
+
+def render(sale_collector: Collector) -> bytes:
+    """The /metrics body: every worker's counters (multiprocess) plus the sale collector."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        for collector in (CHECKOUTS, PURCHASES, REQUEST_DURATION, RECLAIMED, DRAINED):
+            registry.register(collector)
+    registry.register(sale_collector)
+    return generate_latest(registry)

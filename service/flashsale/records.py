@@ -1,0 +1,259 @@
+"""PostgreSQL, the system of record: a bounded connection pool and every SQL statement.
+
+Nothing outside this module writes SQL. Statements are parameterised, always.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import psycopg2
+import psycopg2.extras
+import psycopg2.pool
+
+from flashsale.domain import Purchase, Sale
+
+# What a failing or absent database raises; callers turn it into 503 `unavailable`.
+DatabaseError = psycopg2.Error
+
+
+class PoolExhausted(psycopg2.OperationalError):
+    """Every connection stayed busy for the whole wait: the database is too slow or away."""
+
+
+def _ts(epoch_ms: int) -> datetime:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC)
+
+
+def _ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    attempt_key: str
+    sale_id: str | None
+    user_id: str | None
+    item_id: str | None
+    outcome: str
+    code: str | None
+    created_ms: int
+
+
+class Database:
+    """A pool sized for the worker's greenlets, with connect and statement timeouts."""
+
+    def __init__(
+        self, dsn: str, *, pool_size: int = 10, connect_timeout: int = 3,
+        statement_timeout_ms: int = 5000,
+    ):
+        self._pool = psycopg2.pool.ThreadedConnectionPool(
+            0,
+            pool_size,
+            dsn,
+            connect_timeout=connect_timeout,
+            options=f"-c statement_timeout={statement_timeout_ms}",
+            application_name="flashsale",
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+        )
+        self._slots = threading.BoundedSemaphore(pool_size)
+        self._wait = connect_timeout + statement_timeout_ms / 1000
+
+    @contextmanager
+    def cursor(self) -> Iterator[psycopg2.extensions.cursor]:
+        """One transaction: committed when the block ends, rolled back when it raises."""
+        if not self._slots.acquire(timeout=self._wait):
+            raise PoolExhausted("no database connection became free in time")
+        try:
+            conn = self._pool.getconn()
+            broken = False
+            try:
+                with conn, conn.cursor() as cur:
+                    yield cur
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                broken = True
+                raise
+            finally:
+                self._pool.putconn(conn, close=broken or conn.closed != 0)
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        self._pool.closeall()
+
+    def ping(self) -> None:
+        with self.cursor() as cur:
+            cur.execute("SELECT 1")
+
+    # --- sales and items ------------------------------------------------------------------
+
+    def create_sale(self, sale: Sale, items: Iterable[tuple[str, int, str, str]]) -> Sale:
+        """Insert the sale and its items in one transaction; if it exists, return what is stored.
+
+        Two openers racing meet at the primary key: the loser waits for the winner's commit
+        and then reads the winner's sale.
+        """
+        with self.cursor() as cur:
+            cur.execute(
+                "INSERT INTO sales (sale_id, starts_at, ends_at, total_items, user_limit, seed)"
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (sale_id) DO NOTHING",
+                (sale.sale_id, _ts(sale.starts_ms), _ts(sale.ends_ms), sale.total_items,
+                 sale.user_limit, sale.seed),
+            )
+            if cur.rowcount == 1:
+                buffer = io.StringIO()
+                for item_id, position, name, image_url in items:
+                    buffer.write(f"{sale.sale_id}\t{item_id}\t{position}\t{name}\t{image_url}\n")
+                buffer.seek(0)
+                cur.copy_expert(
+                    "COPY items (sale_id, item_id, position, name, image_url) FROM STDIN", buffer
+                )
+                return sale
+        stored = self.get_sale(sale.sale_id)
+        assert stored is not None  # the conflicting row is committed before we get here
+        return stored
+
+    _SALE_COLUMNS = "sale_id, starts_at, ends_at, total_items, user_limit, seed"
+
+    @staticmethod
+    def _sale(row: Sequence) -> Sale:
+        return Sale(row[0], int(row[1].timestamp()), int(row[2].timestamp()), row[3], row[4],
+                    row[5])
+
+    def get_sale(self, sale_id: str) -> Sale | None:
+        with self.cursor() as cur:
+            cur.execute(f"SELECT {self._SALE_COLUMNS} FROM sales WHERE sale_id = %s", (sale_id,))  # noqa: S608
+            row = cur.fetchone()
+        return None if row is None else self._sale(row)
+
+    def latest_sale(self, at_ms: int) -> Sale | None:
+        """The sale open at that instant, or else the one that ended most recently."""
+        with self.cursor() as cur:
+            cur.execute(
+                f"SELECT {self._SALE_COLUMNS} FROM sales WHERE starts_at <= %s"  # noqa: S608
+                " ORDER BY (ends_at > %s) DESC, ends_at DESC LIMIT 1",
+                (_ts(at_ms), _ts(at_ms)),
+            )
+            row = cur.fetchone()
+        return None if row is None else self._sale(row)
+
+    def sales_to_close(self, at_ms: int) -> list[Sale]:
+        with self.cursor() as cur:
+            cur.execute(
+                f"SELECT {self._SALE_COLUMNS} FROM sales"  # noqa: S608
+                " WHERE ends_at <= %s AND closed_at IS NULL ORDER BY ends_at",
+                (_ts(at_ms),),
+            )
+            return [self._sale(row) for row in cur.fetchall()]
+
+    def close_sale(self, sale_id: str) -> int:
+        """Record the final figures; returns the number sold."""
+        with self.cursor() as cur:
+            cur.execute(
+                "UPDATE sales SET closed_at = now(),"
+                " items_sold = (SELECT count(*) FROM purchases WHERE sale_id = %s)"
+                " WHERE sale_id = %s RETURNING items_sold",
+                (sale_id, sale_id),
+            )
+            row = cur.fetchone()
+        return 0 if row is None else row[0]
+
+    # --- purchases ------------------------------------------------------------------------
+
+    def save_purchase(self, purchase: Purchase) -> Purchase:
+        """Insert unless the item is already sold; return what is stored for the item.
+
+        A retry inserts nothing and gets the first row back; a different code in the answer
+        means the item went to someone else.
+        """
+        with self.cursor() as cur:
+            cur.execute(
+                "INSERT INTO purchases (sale_id, item_id, user_id, code, purchased_at)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (purchase.sale_id, purchase.item_id, purchase.user_id, purchase.code,
+                 _ts(purchase.purchased_ms)),
+            )
+            if cur.rowcount == 1:
+                return purchase
+            cur.execute(
+                "SELECT sale_id, item_id, user_id, code, purchased_at FROM purchases"
+                " WHERE (sale_id = %s AND item_id = %s) OR code = %s",
+                (purchase.sale_id, purchase.item_id, purchase.code),
+            )
+            row = cur.fetchone()
+        return Purchase(row[0], row[1], row[2], row[3], _ms(row[4]))
+
+    def purchase_by_code(self, code: str) -> Purchase | None:
+        with self.cursor() as cur:
+            cur.execute(
+                "SELECT sale_id, item_id, user_id, code, purchased_at FROM purchases"
+                " WHERE code = %s",
+                (code,),
+            )
+            row = cur.fetchone()
+        return None if row is None else Purchase(row[0], row[1], row[2], row[3], _ms(row[4]))
+
+    def purchases_of(self, sale_id: str) -> list[Purchase]:
+        with self.cursor() as cur:
+            cur.execute(
+                "SELECT sale_id, item_id, user_id, code, purchased_at FROM purchases"
+                " WHERE sale_id = %s",
+                (sale_id,),
+            )
+            return [Purchase(r[0], r[1], r[2], r[3], _ms(r[4])) for r in cur.fetchall()]
+
+    def purchases_at(self, sale_id: str, codes: Sequence[str]) -> set[str]:
+        """Which of these codes PostgreSQL holds a purchase for."""
+        with self.cursor() as cur:
+            cur.execute(
+                "SELECT code FROM purchases WHERE sale_id = %s AND code = ANY(%s)",
+                (sale_id, list(codes)),
+            )
+            return {row[0] for row in cur.fetchall()}
+
+    # --- checkout attempts ----------------------------------------------------------------
+
+    def insert_attempts(self, rows: Sequence[AttemptRow]) -> int:
+        """One multi-row INSERT; rows already present (a re-drain) are skipped by their key."""
+        if not rows:
+            return 0
+        with self.cursor() as cur:
+            psycopg2.extras.execute_values(
+                cur,
+                "INSERT INTO checkout_attempts"
+                " (attempt_key, sale_id, user_id, item_id, outcome, code, created_at)"
+                " VALUES %s ON CONFLICT (attempt_key) DO NOTHING",
+                [
+                    (r.attempt_key, r.sale_id, r.user_id, r.item_id, r.outcome, r.code,
+                     _ts(r.created_ms))
+                    for r in rows
+                ],
+                page_size=len(rows),
+            )
+            return cur.rowcount
+
+    def issued_claims(self, sale_id: str) -> dict[str, tuple[str, str]]:
+        """code -> (item_id, user_id) of every successful checkout of the sale drained so far."""
+        with self.cursor() as cur:
+            cur.execute(
+                "SELECT DISTINCT code, item_id, user_id FROM checkout_attempts"
+                " WHERE sale_id = %s AND outcome = 'ok' AND code IS NOT NULL",
+                (sale_id,),
+            )
+            return {code: (item, user) for code, item, user in cur.fetchall()}
+
+    def code_was_issued(self, code: str) -> bool:
+        with self.cursor() as cur:
+            cur.execute(
+                "SELECT 1 FROM checkout_attempts WHERE code = %s AND outcome = 'ok' LIMIT 1",
+                (code,),
+            )
+            return cur.fetchone() is not None
