@@ -1,0 +1,52 @@
+"""The `flashsale` console script: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+
+def _add_commands(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser("dev", help="run everything on this machine (embedded Redis/PostgreSQL if unset)")
+    sub.add_parser("serve", help="serve HTTP under gunicorn with gevent workers")
+    sub.add_parser("migrate", help="apply the SQL migrations; safe to run again")
+    p = sub.add_parser("open-sale", help="open the sale of the period containing --at (default now)")
+    p.add_argument("--at", help="an RFC 3339 instant inside the period to open")
+    p.add_argument("--next", action="store_true", help="also pre-load the next period's sale")
+    p = sub.add_parser("sweep", help="return expired reservations, drain outboxes into PostgreSQL")
+    p.add_argument("--max-batches", type=int, default=100, help="bound on outbox batches per run")
+    p = sub.add_parser("audit", help="compare Redis with PostgreSQL for a sale")
+    p.add_argument("--sale", help="sale id (default: the current or most recent sale)")
+    sub.add_parser("drain", help="drain the outboxes into PostgreSQL continuously")
+    sub.add_parser("restore", help="rebuild a sale's Redis state from PostgreSQL")
+    try:  # TEMP until kube.py lands
+        from flashsale import kube
+
+        kube.register(sub)
+    except ImportError:
+        pass
+
+
+def _handler(name: str) -> Callable[[argparse.Namespace], int]:
+    # Imported lazily so `flashsale --help` and light commands stay fast.
+    from flashsale import commands
+
+    return getattr(commands, name.replace("-", "_"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="flashsale", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_commands(sub)
+    args = parser.parse_args(argv)
+    from flashsale.config import ConfigError
+
+    try:
+        handler = getattr(args, "handler", None) or _handler(args.command)
+        return handler(args)
+    except ConfigError as exc:
+        print(f"flashsale: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,122 @@
+"""What each `flashsale` subcommand does. Each returns the process exit status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+from typing import Any
+
+from flashsale.config import Settings
+from flashsale.logs import configure_logging
+
+
+def _settings() -> Settings:
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    return settings
+
+
+def _say(**fields: Any) -> None:
+    """Job output: one JSON line an operator can read and a log pipeline can parse."""
+    print(json.dumps(fields, default=str), flush=True)
+
+
+def _stop_on_sigterm() -> threading.Event:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop
+
+
+def migrate(args: argparse.Namespace) -> int:
+    from flashsale.migrate import migrate as apply
+
+    settings = _settings()
+    if not settings.database_url:
+        settings.require_stores()
+    _say(command="migrate", applied=apply(settings.database_url))
+    return 0
+
+
+def open_sale(args: argparse.Namespace) -> int:
+    from flashsale.domain import parse_rfc3339
+    from flashsale.wiring import build_keeper
+
+    settings = _settings()
+    keeper = build_keeper(settings)
+    at = parse_rfc3339(args.at) if args.at else keeper.clock()
+    sale, loaded = keeper.open_sale(at)
+    _say(command="open-sale", sale_id=sale.sale_id, total_items=sale.total_items, loaded=loaded)
+    if args.next:
+        upcoming, loaded = keeper.open_sale(at + settings.period)
+        _say(command="open-sale", sale_id=upcoming.sale_id, total_items=upcoming.total_items,
+             loaded=loaded, preloaded=True)
+    return 0
+
+
+def sweep(args: argparse.Namespace) -> int:
+    from flashsale.wiring import build_keeper
+
+    report = build_keeper(_settings()).sweep(max_batches=args.max_batches)
+    _say(command="sweep", **vars(report))
+    return 0
+
+
+def restore(args: argparse.Namespace) -> int:
+    from flashsale.wiring import build_keeper
+
+    _say(command="restore", restored=build_keeper(_settings()).restore())
+    return 0
+
+
+def audit(args: argparse.Namespace) -> int:
+    from flashsale.audit import audit_sale
+    from flashsale.wiring import build_keeper
+
+    settings = _settings()
+    keeper = build_keeper(settings)
+    now_ms = int(keeper.clock() * 1000)
+    sale = (keeper.database.get_sale(args.sale) if args.sale
+            else keeper.database.latest_sale(now_ms))
+    if sale is None:
+        print(f"flashsale: no sale {args.sale or 'in the database'}", file=sys.stderr)
+        return 2
+    # Pending = younger than a few drain intervals (a drainer runs every interval).
+    window_ms = int(max(5.0, 5 * settings.drain_interval) * 1000)
+    report = audit_sale(keeper.inventory, keeper.database, sale, now_ms=now_ms, window_ms=window_ms)
+    print(report.render())
+    return 0 if report.clean else 1
+
+
+def drain(args: argparse.Namespace) -> int:
+    """The pod's background loop: drain outboxes, settle purchases, restore a lost sale."""
+    from flashsale.lifecycle import run_forever
+    from flashsale.wiring import build_keeper
+
+    settings = _settings()
+    keeper = build_keeper(settings)
+    stop = _stop_on_sigterm()
+    run_forever(keeper.sweep, settings.drain_interval, stop.is_set, "drain")
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Replace this process with gunicorn, so it receives the container's signals directly."""
+    settings = _settings()
+    settings.require_stores()
+    env = dict(os.environ)
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="flashsale-metrics-"))
+    argv = [sys.executable, "-m", "gunicorn", "--config", "python:flashsale.gunicorn_conf",
+            "flashsale.web.wsgi:application"]
+    os.execve(sys.executable, argv, env)  # noqa: S606
+    return 0  # not reached
+
+
+def dev(args: argparse.Namespace) -> int:
+    from flashsale.devrun import run_dev
+
+    return run_dev(_settings())

@@ -1,0 +1,85 @@
+"""gunicorn settings for `flashsale serve`: gevent workers, bounded requests, graceful stops,
+Prometheus multiprocess housekeeping, and the pod's outbox drainer as a child of the master."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from flashsale.config import Settings
+
+_settings = Settings.from_env()
+
+bind = f"0.0.0.0:{_settings.port}"
+worker_class = "gevent"
+workers = _settings.web_concurrency or multiprocessing.cpu_count()
+worker_connections = 1000  # greenlets per worker
+keepalive = 75  # longer than common load balancers' idle timeout
+timeout = 30  # a worker silent this long is killed and replaced
+graceful_timeout = 25  # SIGTERM: finish in-flight requests within this, then exit
+limit_request_line = 4094
+limit_request_fields = 50
+limit_request_field_size = 8190
+accesslog = None  # the app logs requests itself, as JSON
+errorlog = "-"
+loglevel = _settings.log_level.lower()
+proc_name = "flashsale"
+# gunicorn 27 opens a control socket under $HOME; a read-only container root has no room.
+control_socket_disable = True
+
+_drainer: dict[str, subprocess.Popen | bool] = {}
+
+
+def on_starting(server) -> None:
+    """A stale multiprocess directory would resurrect dead workers' counters: wipe it."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        path = Path(folder)
+        if path.exists():
+            for child in path.iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        path.mkdir(parents=True, exist_ok=True)
+
+
+def child_exit(server, worker) -> None:
+    from prometheus_client import multiprocess
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def when_ready(server) -> None:
+    """One drainer per pod moves checkout attempts into PostgreSQL within about a second.
+    It runs beside the workers, not inside them, so it costs them no throughput."""
+    if os.environ.get("FLASHSALE_DRAINER", "on") == "off":
+        return
+
+    def keep_running() -> None:
+        while not _drainer.get("stopping"):
+            proc = subprocess.Popen([sys.executable, "-m", "flashsale", "drain"])  # noqa: S603
+            _drainer["proc"] = proc
+            proc.wait()
+            if not _drainer.get("stopping"):
+                server.log.warning("drainer exited with %s; restarting", proc.returncode)
+                threading.Event().wait(1.0)
+
+    threading.Thread(target=keep_running, name="drainer-watch", daemon=True).start()
+
+
+def on_exit(server) -> None:
+    _drainer["stopping"] = True
+    proc = _drainer.get("proc")
+    if isinstance(proc, subprocess.Popen) and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

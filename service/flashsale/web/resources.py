@@ -1,0 +1,133 @@
+"""Resources: each reads the request, calls the sale service once, and writes the answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from flashsale.domain import SaleError
+from flashsale.engine import SaleService
+from flashsale.web.openapi import document
+
+
+def _param(req: falcon.Request, name: str) -> Any:
+    """The raw value: None when absent, a list when repeated (the service rejects both)."""
+    return req.params.get(name)
+
+
+class ClientAddress:
+    """The client's address for per-address rate limits; a proxy header only when trusted."""
+
+    def __init__(self, header: str, enabled: bool):
+        self._header = header
+        self._enabled = enabled
+
+    def __call__(self, req: falcon.Request) -> str:
+        if not self._enabled:
+            return ""
+        if self._header:
+            forwarded = req.get_header(self._header)
+            if forwarded:
+                # The right-most hop is the one our ingress appended: the only one we can trust.
+                return forwarded.rsplit(",", 1)[-1].strip()
+        return req.remote_addr or ""
+
+
+class Checkout:
+    def __init__(self, service: SaleService, client_address: ClientAddress):
+        self._service = service
+        self._client_address = client_address
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        reservation = self._service.checkout(
+            _param(req, "user_id"), _param(req, "id"), self._client_address(req)
+        )
+        resp.media = reservation.as_json()
+
+
+class Purchase:
+    def __init__(self, service: SaleService, client_address: ClientAddress):
+        self._service = service
+        self._client_address = client_address
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        purchase = self._service.purchase(_param(req, "code"), self._client_address(req))
+        resp.media = purchase.as_json()
+
+
+class SaleStatus:
+    def __init__(self, service: SaleService):
+        self._service = service
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = self._service.status()
+
+
+class SaleItems:
+    DEFAULT_LIMIT = 100
+
+    def __init__(self, service: SaleService):
+        self._service = service
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        raw_limit = _param(req, "limit")
+        if raw_limit is None:
+            limit = self.DEFAULT_LIMIT
+        elif isinstance(raw_limit, str) and raw_limit.isdigit() and 1 <= int(raw_limit) <= 1000:
+            limit = int(raw_limit)
+        else:
+            raise SaleError("invalid_request", "`limit` must be an integer from 1 to 1000")
+        cursor = _param(req, "cursor")
+        if cursor is not None and not isinstance(cursor, str):
+            raise SaleError("invalid_request", "`cursor` may be given once")
+        page = self._service.items_page(limit, cursor or None)
+        for item in page["items"]:
+            item["image_url"] = req.prefix + item["image_url"]
+        resp.media = page
+
+
+class ItemImage:
+    def __init__(self, service: SaleService):
+        self._service = service
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, sale_id: str,
+               item_id: str) -> None:
+        resp.content_type = "image/svg+xml"
+        resp.text = self._service.item_image(sale_id, item_id)
+        resp.cache_control = ["public", "max-age=86400", "immutable"]
+
+
+class Health:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"status": "ok"}
+
+
+class Ready:
+    def __init__(self, service: SaleService):
+        self._service = service
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        checks = self._service.ready()
+        down = [name for name, ok in checks.items() if not ok]
+        if down:
+            raise SaleError("unavailable", f"not ready: {', '.join(down)} unreachable")
+        resp.media = {"status": "ready", "checks": checks}
+
+
+class Metrics:
+    def __init__(self, render: Any):
+        self._render = render
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = CONTENT_TYPE_LATEST
+        resp.data = self._render()
+
+
+class OpenAPI:
+    def __init__(self) -> None:
+        self._document = document()
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = self._document
