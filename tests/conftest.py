@@ -1,0 +1,143 @@
+"""Shared fixtures. The tests talk to real Redis and PostgreSQL servers: the ones named by
+REDIS_URL / DATABASE_URL when set, else servers started for the session by `flashsale.devservers`
+(system binaries, or the `embedded` extra). A test that stops or restarts a server starts its own
+with `devservers.start_redis(tmp_path)` / `devservers.start_postgres(tmp_path)`; the session
+servers stay up for everyone else."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import falcon.testing
+import pytest
+import redis
+
+from flashsale import devservers
+from flashsale.config import Settings
+from flashsale.engine import SaleService
+from flashsale.lifecycle import SaleKeeper
+from flashsale.migrate import migrate
+from flashsale.web.app import create_app
+from flashsale.wiring import build_database, build_inventory
+from tests.support import Clock
+
+
+@dataclass(frozen=True)
+class ExternalServer:
+    """A server someone else runs (from REDIS_URL / DATABASE_URL): we use it, never stop it."""
+
+    url: str
+
+
+# --- servers -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[devservers.RedisServer | ExternalServer]:
+    if url := os.environ.get("REDIS_URL"):
+        yield ExternalServer(url)
+        return
+    with devservers.start_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[devservers.PostgresServer | ExternalServer]:
+    if url := os.environ.get("DATABASE_URL"):
+        yield ExternalServer(url)
+        return
+    with devservers.start_postgres(tmp_path_factory.mktemp("postgres")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: devservers.RedisServer | ExternalServer) -> str:
+    """The session Redis, emptied (FLUSHDB of its db) before the test."""
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def database_url(postgres_server: devservers.PostgresServer | ExternalServer) -> Iterator[str]:
+    """A fresh, empty database on the session server, dropped after the test."""
+    name = devservers.unique_database_name()
+    url = devservers.create_database(postgres_server.url, name)
+    yield url
+    devservers.drop_database(postgres_server.url, name)
+
+
+# --- application fixtures ----------------------------------------------------------------------
+# Fixtures built on the ones above (settings, a migrated database, the Falcon app, ...) go here.
+
+
+# A period so long that no test run crosses a boundary, unless the test sets its own.
+LONG_PERIOD = 10_000_000
+
+
+@pytest.fixture
+def migrated_db(database_url: str) -> str:
+    migrate(database_url)
+    return database_url
+
+
+@pytest.fixture
+def service_env(redis_url: str, migrated_db: str) -> dict[str, str]:
+    """Environment for the real console script against the test servers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASHSALE_", "PROMETHEUS"))}
+    env.update(
+        REDIS_URL=redis_url,
+        DATABASE_URL=migrated_db,
+        FLASHSALE_ITEMS="50",
+        FLASHSALE_PERIOD=str(LONG_PERIOD),
+        FLASHSALE_USER_LIMIT="3",
+        FLASHSALE_CHECKOUT_TTL="60",
+        FLASHSALE_RATE_PER_USER="0",
+        FLASHSALE_DRAIN_INTERVAL="0.2",
+        LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """Starts mid-period of the long test period, so a sale is open for the whole test."""
+    start = (time.time() // LONG_PERIOD) * LONG_PERIOD + LONG_PERIOD / 2
+    return Clock(start)
+
+
+@pytest.fixture
+def settings(service_env: dict[str, str]) -> Settings:
+    return Settings.from_env(service_env)
+
+
+@pytest.fixture
+def keeper(settings: Settings, clock: Clock) -> Iterator[SaleKeeper]:
+    keeper = SaleKeeper(settings, build_inventory(settings), build_database(settings, 2),
+                        clock=clock)
+    yield keeper
+    keeper.database.close()
+
+
+@pytest.fixture
+def service(settings: Settings, clock: Clock) -> Iterator[SaleService]:
+    service = SaleService(settings, build_inventory(settings), build_database(settings),
+                          clock=clock)
+    yield service
+    service.database.close()
+
+
+@pytest.fixture
+def client(service: SaleService) -> falcon.testing.TestClient:
+    """The real app over WSGI in this process, on the fake clock."""
+    return falcon.testing.TestClient(create_app(service))

@@ -1,0 +1,84 @@
+"""Helpers the tests share: a settable clock, a running `flashsale serve`, HTTP calls."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+
+class Clock:
+    """A clock the test moves by hand, for the parts built with an injected clock."""
+
+    def __init__(self, start: float):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def flashsale(*args: str, env: dict[str, str], check: bool = True,
+              timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the real console script, as a CronJob or an operator would."""
+    return subprocess.run(
+        [sys.executable, "-m", "flashsale", *args],
+        env=env, capture_output=True, text=True, check=check, timeout=timeout,
+    )
+
+
+def wait_ready(base: str, proc: subprocess.Popen | None = None, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{base} not ready within {timeout}s")
+
+
+@contextmanager
+def serving(
+    env: dict[str, str], log_dir: Path, workers: int = 2
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`flashsale serve` on a free port: yields (base URL, process); stops it after."""
+    port = free_port()
+    env = {**env, "PORT": str(port), "WEB_CONCURRENCY": str(workers),
+           "PROMETHEUS_MULTIPROC_DIR": str(log_dir / f"metrics-{port}")}
+    log = open(log_dir / f"serve-{port}.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flashsale", "serve"], env=env, stdout=log, stderr=log,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, proc)
+        yield base, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+        log.close()
