@@ -82,8 +82,9 @@ class SaleKeeper:
         the next one too, so it opens on the second."""
         now = self.clock()
         opened = [self.open_sale(now)[0]]
-        if preload_seconds and self.planned_sale(now + preload_seconds).sale_id != opened[0].sale_id:
-            opened.append(self.open_sale(now + preload_seconds)[0])
+        ahead = now + preload_seconds
+        if preload_seconds and self.planned_sale(ahead).sale_id != opened[0].sale_id:
+            opened.append(self.open_sale(ahead)[0])
         return opened
 
     def ensure_loaded(self, sale: Sale) -> bool:
@@ -159,7 +160,7 @@ class SaleKeeper:
     def sweep(self, max_batches: int = 100) -> SweepReport:
         report = SweepReport(restored=self.restore())
         now_ms = int(self.clock() * 1000)
-        for sale_id in sorted(self.inventory.registered_sales()):
+        for sale_id in sorted(self._outboxes(now_ms)):
             report.reclaimed += self._reclaim(sale_id, now_ms, max_batches)
             settled, reverted = self._settle_pending(sale_id, now_ms)
             report.settled += settled
@@ -169,6 +170,14 @@ class SaleKeeper:
         report.closed = self._close_ended(now_ms)
         RECLAIMED.inc(report.reclaimed)
         return report
+
+    def _outboxes(self, now_ms: int) -> set[str]:
+        """Registered sales, plus this period's and the last one's: a Redis that lost the
+        registry (restarted empty) still gets its newest outboxes drained."""
+        period = self.settings.period
+        recent = {domain.sale_id_for(domain.period_start(now_ms / 1000 - back, period), period)
+                  for back in (0, period)}
+        return self.inventory.registered_sales() | recent
 
     def _reclaim(self, sale_id: str, now_ms: int, max_batches: int) -> int:
         keys = keys_for(sale_id)
