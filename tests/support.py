@@ -33,12 +33,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def flashsale(*args: str, env: dict[str, str], check: bool = True,
-              timeout: float = 120) -> subprocess.CompletedProcess:
+def flashsale(
+    *args: str, env: dict[str, str], check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """Run the real console script, as a CronJob or an operator would."""
     return subprocess.run(
         [sys.executable, "-m", "flashsale", *args],
-        env=env, capture_output=True, text=True, check=check, timeout=timeout,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=timeout,
     )
 
 
@@ -62,11 +67,18 @@ def serving(
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """`flashsale serve` on a free port: yields (base URL, process); stops it after."""
     port = free_port()
-    env = {**env, "PORT": str(port), "WEB_CONCURRENCY": str(workers),
-           "PROMETHEUS_MULTIPROC_DIR": str(log_dir / f"metrics-{port}")}
+    env = {
+        **env,
+        "PORT": str(port),
+        "WEB_CONCURRENCY": str(workers),
+        "PROMETHEUS_MULTIPROC_DIR": str(log_dir / f"metrics-{port}"),
+    }
     log = open(log_dir / f"serve-{port}.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flashsale", "serve"], env=env, stdout=log, stderr=log,
+        [sys.executable, "-m", "flashsale", "serve"],
+        env=env,
+        stdout=log,
+        stderr=log,
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"

@@ -29,7 +29,9 @@ class AuditReport:
         lines += [f"  {fact}" for fact in self.facts]
         lines += [f"  PENDING   {line}" for line in self.pending]
         lines += [f"  MISMATCH  {line}" for line in self.mismatches]
-        lines.append("result: " + ("clean" if self.clean else f"{len(self.mismatches)} mismatch(es)"))
+        lines.append(
+            "result: " + ("clean" if self.clean else f"{len(self.mismatches)} mismatch(es)")
+        )
         return "\n".join(lines)
 
 
@@ -43,8 +45,10 @@ def audit_sale(
     client = inventory.client
     purchases = {p.item_id: p for p in database.purchases_of(sale.sale_id)}
     per_user = Counter(p.user_id for p in purchases.values())
-    report.facts.append(f"PostgreSQL: {len(purchases)} purchases of {sale.total_items} items, "
-                        f"{len(per_user)} buyers")
+    report.facts.append(
+        f"PostgreSQL: {len(purchases)} purchases of {sale.total_items} items, "
+        f"{len(per_user)} buyers"
+    )
 
     if len(purchases) > sale.total_items:
         report.mismatches.append(f"oversold: {len(purchases)} purchases > {sale.total_items}")
@@ -66,10 +70,14 @@ def audit_sale(
     in_outbox = {fields.get("c") for _, fields in outbox if fields.get("o") == "ok"}
     stale = [eid for eid, fields in outbox if int(fields["t"]) < now_ms - window_ms]
     if stale:
-        report.mismatches.append(f"{len(stale)} checkout attempts older than the drain window "
-                                 "are still not in PostgreSQL")
+        report.mismatches.append(
+            f"{len(stale)} checkout attempts older than the drain window "
+            "are still not in PostgreSQL"
+        )
     if len(outbox) > len(stale):
-        report.pending.append(f"{len(outbox) - len(stale)} recent checkout attempts not drained yet")
+        report.pending.append(
+            f"{len(outbox) - len(stale)} recent checkout attempts not drained yet"
+        )
 
     pending = dict(client.zrange(keys.pending, 0, -1, withscores=True))
     sold_in_redis: dict[str, tuple[str, str]] = {}
@@ -79,7 +87,9 @@ def audit_sale(
             sold_in_redis[item_id] = (user, code)
     report.facts.append(f"Redis: {len(sold_in_redis)} items sold, counter says {meta['sold']}")
     if int(meta["sold"]) != len(sold_in_redis):
-        report.mismatches.append(f"Redis sold counter {meta['sold']} != {len(sold_in_redis)} sold items")
+        report.mismatches.append(
+            f"Redis sold counter {meta['sold']} != {len(sold_in_redis)} sold items"
+        )
 
     for item_id, (user, code) in sold_in_redis.items():
         stored = purchases.get(item_id)
@@ -88,7 +98,9 @@ def audit_sale(
         if code in pending and pending[code] >= now_ms - window_ms:
             report.pending.append(f"purchase of item {item_id} not yet confirmed")
         else:
-            report.mismatches.append(f"item {item_id} sold in Redis (to {user}) but not in PostgreSQL")
+            report.mismatches.append(
+                f"item {item_id} sold in Redis (to {user}) but not in PostgreSQL"
+            )
     for item_id, p in purchases.items():
         if sold_in_redis.get(item_id, (None, None))[1] != p.code:
             report.mismatches.append(f"item {item_id} bought in PostgreSQL but not sold in Redis")

@@ -13,14 +13,52 @@ from html import escape
 from flashsale.domain import Sale
 
 _ADJECTIVES = (
-    "Amber", "Brisk", "Cobalt", "Dapper", "Ember", "Frosty", "Gilded", "Hazel", "Ivory", "Jade",
-    "Kinetic", "Lunar", "Mellow", "Nimble", "Onyx", "Plush", "Quartz", "Rustic", "Solar", "Tidal",
-    "Umber", "Velvet", "Woven", "Zesty",
+    "Amber",
+    "Brisk",
+    "Cobalt",
+    "Dapper",
+    "Ember",
+    "Frosty",
+    "Gilded",
+    "Hazel",
+    "Ivory",
+    "Jade",
+    "Kinetic",
+    "Lunar",
+    "Mellow",
+    "Nimble",
+    "Onyx",
+    "Plush",
+    "Quartz",
+    "Rustic",
+    "Solar",
+    "Tidal",
+    "Umber",
+    "Velvet",
+    "Woven",
+    "Zesty",
 )
 _NOUNS = (
-    "Lantern", "Kettle", "Backpack", "Compass", "Teapot", "Notebook", "Sneaker", "Umbrella",
-    "Headset", "Blanket", "Camera", "Skillet", "Scarf", "Speaker", "Thermos", "Watch", "Wallet",
-    "Candle", "Mug", "Drone",
+    "Lantern",
+    "Kettle",
+    "Backpack",
+    "Compass",
+    "Teapot",
+    "Notebook",
+    "Sneaker",
+    "Umbrella",
+    "Headset",
+    "Blanket",
+    "Camera",
+    "Skillet",
+    "Scarf",
+    "Speaker",
+    "Thermos",
+    "Watch",
+    "Wallet",
+    "Candle",
+    "Mug",
+    "Drone",
 )
 
 
@@ -45,7 +83,9 @@ def image_path(sale_id: str, item_id: str) -> str:
     return f"/images/{sale_id}/{item_id}.svg"
 
 
-def items_of(sale: Sale, start: int = 1, stop: int | None = None) -> Iterator[tuple[str, int, str, str]]:
+def items_of(
+    sale: Sale, start: int = 1, stop: int | None = None
+) -> Iterator[tuple[str, int, str, str]]:
     """(item_id, position, name, image_path) for positions start..stop-1 (default: all)."""
     end = sale.total_items + 1 if stop is None else min(stop, sale.total_items + 1)
     for position in range(start, end):

@@ -8,10 +8,14 @@ from collections.abc import Callable, Sequence
 
 
 def _add_commands(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("dev", help="run everything on this machine (embedded Redis/PostgreSQL if unset)")
+    sub.add_parser(
+        "dev", help="run everything on this machine (embedded Redis/PostgreSQL if unset)"
+    )
     sub.add_parser("serve", help="serve HTTP under gunicorn with gevent workers")
     sub.add_parser("migrate", help="apply the SQL migrations; safe to run again")
-    p = sub.add_parser("open-sale", help="open the sale of the period containing --at (default now)")
+    p = sub.add_parser(
+        "open-sale", help="open the sale of the period containing --at (default now)"
+    )
     p.add_argument("--at", help="an RFC 3339 instant inside the period to open")
     p.add_argument("--next", action="store_true", help="also pre-load the next period's sale")
     p = sub.add_parser("sweep", help="return expired reservations, drain outboxes into PostgreSQL")

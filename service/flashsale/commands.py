@@ -53,8 +53,13 @@ def open_sale(args: argparse.Namespace) -> int:
     _say(command="open-sale", sale_id=sale.sale_id, total_items=sale.total_items, loaded=loaded)
     if args.next:
         upcoming, loaded = keeper.open_sale(at + settings.period)
-        _say(command="open-sale", sale_id=upcoming.sale_id, total_items=upcoming.total_items,
-             loaded=loaded, preloaded=True)
+        _say(
+            command="open-sale",
+            sale_id=upcoming.sale_id,
+            total_items=upcoming.total_items,
+            loaded=loaded,
+            preloaded=True,
+        )
     return 0
 
 
@@ -80,8 +85,7 @@ def audit(args: argparse.Namespace) -> int:
     settings = _settings()
     keeper = build_keeper(settings)
     now_ms = int(keeper.clock() * 1000)
-    sale = (keeper.database.get_sale(args.sale) if args.sale
-            else keeper.database.latest_sale(now_ms))
+    sale = keeper.database.get_sale(args.sale) if args.sale else keeper.database.latest_sale(now_ms)
     if sale is None:
         print(f"flashsale: no sale {args.sale or 'in the database'}", file=sys.stderr)
         return 2
@@ -110,8 +114,14 @@ def serve(args: argparse.Namespace) -> int:
     settings.require_stores()
     env = dict(os.environ)
     env.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="flashsale-metrics-"))
-    argv = [sys.executable, "-m", "gunicorn", "--config", "python:flashsale.gunicorn_conf",
-            "flashsale.web.wsgi:application"]
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        "python:flashsale.gunicorn_conf",
+        "flashsale.web.wsgi:application",
+    ]
     os.execve(sys.executable, argv, env)  # noqa: S606
     return 0  # not reached
 

@@ -87,6 +87,12 @@ class Settings:
 
     def require_stores(self) -> None:
         """Commands other than `dev` have no embedded default: say so plainly."""
-        missing = [n for n, v in (("REDIS_URL", self.redis_url), ("DATABASE_URL", self.database_url)) if not v]
+        missing = [
+            n
+            for n, v in (("REDIS_URL", self.redis_url), ("DATABASE_URL", self.database_url))
+            if not v
+        ]
         if missing:
-            raise ConfigError(f"{' and '.join(missing)} must be set (only `flashsale dev` starts its own)")
+            raise ConfigError(
+                f"{' and '.join(missing)} must be set (only `flashsale dev` starts its own)"
+            )

@@ -43,13 +43,13 @@ def run_dev(settings: Settings) -> int:
             ("sweeper", lambda: keeper.sweep(), settings.drain_interval),
         ]
         for name, step, interval in jobs:
-            threading.Thread(target=run_forever, args=(step, interval, stop.is_set, name),
-                             name=name, daemon=True).start()
+            threading.Thread(
+                target=run_forever, args=(step, interval, stop.is_set, name), name=name, daemon=True
+            ).start()
 
         # The web tier as in production; this process already runs the sweeper, which drains.
-        env.update(FLASHSALE_DRAINER="off",
-                   PROMETHEUS_MULTIPROC_DIR=str(state / "metrics"))
-        web = subprocess.Popen([sys.executable, "-m", "flashsale", "serve"], env=env)  # noqa: S603
+        env.update(FLASHSALE_DRAINER="off", PROMETHEUS_MULTIPROC_DIR=str(state / "metrics"))
+        web = subprocess.Popen([sys.executable, "-m", "flashsale", "serve"], env=env)
         stack.callback(_stop_process, web)
         stack.callback(stop.set)
         base = f"http://127.0.0.1:{settings.port}"

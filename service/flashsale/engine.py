@@ -6,6 +6,7 @@ is away, when a purchase may be acknowledged) and nothing about HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -183,8 +184,9 @@ class SaleService:
         if kind in ("code_not_found", "code_expired"):
             raise SaleError(kind)
         _, item_id, user_id, at_ms, _ = answer
-        return self._make_durable(keys, Purchase(sale_id, item_id, user_id, code, int(at_ms)),
-                                  sold_now=kind == "sold")
+        return self._make_durable(
+            keys, Purchase(sale_id, item_id, user_id, code, int(at_ms)), sold_now=kind == "sold"
+        )
 
     def _make_durable(self, keys: SaleKeys, purchase: Purchase, *, sold_now: bool) -> Purchase:
         """Answer 200 only once PostgreSQL holds the purchase; otherwise undo what Redis did."""
@@ -196,15 +198,17 @@ class SaleService:
                 self._revert(keys, purchase.code)
             raise SaleError("unavailable") from None
         if stored.code != purchase.code:
-            log.error("item %s/%s already sold in PostgreSQL to another code",
-                      purchase.sale_id, purchase.item_id)
+            log.error(
+                "item %s/%s already sold in PostgreSQL to another code",
+                purchase.sale_id,
+                purchase.item_id,
+            )
             if sold_now:
                 self._revert(keys, purchase.code)
             raise SaleError("code_expired")
-        try:
+        # If this fails the purchase stays pending; the sweeper confirms it against PostgreSQL.
+        with contextlib.suppress(RedisError):
             self.inventory.confirm(keys, purchase.code)
-        except RedisError:
-            pass  # still pending in Redis; the sweeper confirms it against PostgreSQL
         return stored
 
     def _revert(self, keys: SaleKeys, code: str) -> None:
@@ -258,15 +262,21 @@ class SaleService:
         }
 
     def sale(self, sale_id: str) -> Sale | None:
-        """A sale's fixed facts (seed, size), from Redis or else PostgreSQL; cached, they never change."""
+        """A sale's fixed facts (seed, size) from Redis, else PostgreSQL; cached: they never change."""
         cached = self._sales.get(sale_id)
         if cached is not None:
             return cached
         try:
             meta = self.inventory.meta(keys_for(sale_id))
             if meta:
-                sale = Sale(sale_id, int(meta["starts_ms"]) // 1000, int(meta["ends_ms"]) // 1000,
-                            int(meta["total"]), int(meta["limit"]), meta["seed"])
+                sale = Sale(
+                    sale_id,
+                    int(meta["starts_ms"]) // 1000,
+                    int(meta["ends_ms"]) // 1000,
+                    int(meta["total"]),
+                    int(meta["limit"]),
+                    meta["seed"],
+                )
             else:
                 sale = self.database.get_sale(sale_id)
         except _STORE_ERRORS:

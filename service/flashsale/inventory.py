@@ -121,7 +121,13 @@ class Inventory:
         )
 
     def purchase(
-        self, keys: SaleKeys, code: str, *, now_ms: int, user_rate: float, ip_rate: float,
+        self,
+        keys: SaleKeys,
+        code: str,
+        *,
+        now_ms: int,
+        user_rate: float,
+        ip_rate: float,
         client_ip: str,
     ) -> list[Any]:
         """[kind, ...] — see purchase.lua."""
@@ -150,14 +156,23 @@ class Inventory:
         )
 
     def record_attempt(
-        self, keys: SaleKeys, outcome: str, *, now_ms: int, user_id: str | None,
+        self,
+        keys: SaleKeys,
+        outcome: str,
+        *,
+        now_ms: int,
+        user_id: str | None,
         item_id: str | None,
     ) -> None:
         missing = "\0"
         self._run["record_attempt"](
             keys=[keys.meta, keys.outbox],
-            args=[outcome, now_ms, missing if user_id is None else user_id,
-                  missing if item_id is None else item_id],
+            args=[
+                outcome,
+                now_ms,
+                missing if user_id is None else user_id,
+                missing if item_id is None else item_id,
+            ],
         )
 
     def register_outbox(self, sale_id: str) -> None:
@@ -194,9 +209,7 @@ class Inventory:
     def sweep(self, keys: SaleKeys, now_ms: int, batch: int) -> int:
         return int(self._run["sweep"](keys=[keys.items, keys.reserved], args=[now_ms, batch]))
 
-    def publish(
-        self, keys: SaleKeys, meta: dict[str, str | int], expire_ms: int
-    ) -> bool:
+    def publish(self, keys: SaleKeys, meta: dict[str, str | int], expire_ms: int) -> bool:
         pairs = [part for field, value in meta.items() for part in (field, value)]
         return bool(
             self._run["publish"](

@@ -49,8 +49,12 @@ class SaleKeeper:
     """What the opener and sweeper jobs do, and what `flashsale dev` runs on timers."""
 
     def __init__(
-        self, settings: Settings, inventory: Inventory, database: Database,
-        *, clock: Callable[[], float] = time.time,
+        self,
+        settings: Settings,
+        inventory: Inventory,
+        database: Database,
+        *,
+        clock: Callable[[], float] = time.time,
     ):
         self.settings = settings
         self.inventory = inventory
@@ -175,8 +179,10 @@ class SaleKeeper:
         """Registered sales, plus this period's and the last one's: a Redis that lost the
         registry (restarted empty) still gets its newest outboxes drained."""
         period = self.settings.period
-        recent = {domain.sale_id_for(domain.period_start(now_ms / 1000 - back, period), period)
-                  for back in (0, period)}
+        recent = {
+            domain.sale_id_for(domain.period_start(now_ms / 1000 - back, period), period)
+            for back in (0, period)
+        }
         return self.inventory.registered_sales() | recent
 
     def _reclaim(self, sale_id: str, now_ms: int, max_batches: int) -> int:

@@ -49,8 +49,9 @@ class SaleCollector(Collector):
         except Exception:  # a scrape must not fail because Redis is away
             log.warning("sale metrics unavailable", exc_info=True)
             return
-        items = GaugeMetricFamily("flashsale_sale_items", "Items of the current sale.",
-                                  labels=["state"])
+        items = GaugeMetricFamily(
+            "flashsale_sale_items", "Items of the current sale.", labels=["state"]
+        )
         if status is not None:
             for state in ("total", "sold", "reserved", "remaining"):
                 items.add_metric([state], status[state])

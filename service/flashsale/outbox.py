@@ -7,6 +7,8 @@ the insert loses nothing because the entries are still in the stream.
 
 from __future__ import annotations
 
+import contextlib
+
 from redis.exceptions import LockError
 
 from flashsale.domain import printable
@@ -52,10 +54,8 @@ def drain_sale(inventory: Inventory, database: Database, sale_id: str, max_batch
             if len(entries) < BATCH:
                 break
     finally:
-        try:
+        with contextlib.suppress(LockError):  # it expired during a long drain: nothing to undo
             lock.release()
-        except LockError:
-            pass  # it expired during a long drain; nothing to undo
     DRAINED.inc(moved)
     return moved
 

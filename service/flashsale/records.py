@@ -49,7 +49,11 @@ class Database:
     """A pool sized for the worker's greenlets, with connect and statement timeouts."""
 
     def __init__(
-        self, dsn: str, *, pool_size: int = 10, connect_timeout: int = 3,
+        self,
+        dsn: str,
+        *,
+        pool_size: int = 10,
+        connect_timeout: int = 3,
         statement_timeout_ms: int = 5000,
     ):
         self._pool = psycopg2.pool.ThreadedConnectionPool(
@@ -105,8 +109,14 @@ class Database:
             cur.execute(
                 "INSERT INTO sales (sale_id, starts_at, ends_at, total_items, user_limit, seed)"
                 " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (sale_id) DO NOTHING",
-                (sale.sale_id, _ts(sale.starts_ms), _ts(sale.ends_ms), sale.total_items,
-                 sale.user_limit, sale.seed),
+                (
+                    sale.sale_id,
+                    _ts(sale.starts_ms),
+                    _ts(sale.ends_ms),
+                    sale.total_items,
+                    sale.user_limit,
+                    sale.seed,
+                ),
             )
             if cur.rowcount == 1:
                 buffer = io.StringIO()
@@ -125,8 +135,9 @@ class Database:
 
     @staticmethod
     def _sale(row: Sequence) -> Sale:
-        return Sale(row[0], int(row[1].timestamp()), int(row[2].timestamp()), row[3], row[4],
-                    row[5])
+        return Sale(
+            row[0], int(row[1].timestamp()), int(row[2].timestamp()), row[3], row[4], row[5]
+        )
 
     def get_sale(self, sale_id: str) -> Sale | None:
         with self.cursor() as cur:
@@ -178,8 +189,13 @@ class Database:
             cur.execute(
                 "INSERT INTO purchases (sale_id, item_id, user_id, code, purchased_at)"
                 " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (purchase.sale_id, purchase.item_id, purchase.user_id, purchase.code,
-                 _ts(purchase.purchased_ms)),
+                (
+                    purchase.sale_id,
+                    purchase.item_id,
+                    purchase.user_id,
+                    purchase.code,
+                    _ts(purchase.purchased_ms),
+                ),
             )
             if cur.rowcount == 1:
                 return purchase
@@ -232,8 +248,15 @@ class Database:
                 " (attempt_key, sale_id, user_id, item_id, outcome, code, created_at)"
                 " VALUES %s ON CONFLICT (attempt_key) DO NOTHING",
                 [
-                    (r.attempt_key, r.sale_id, r.user_id, r.item_id, r.outcome, r.code,
-                     _ts(r.created_ms))
+                    (
+                        r.attempt_key,
+                        r.sale_id,
+                        r.user_id,
+                        r.item_id,
+                        r.outcome,
+                        r.code,
+                        _ts(r.created_ms),
+                    )
                     for r in rows
                 ],
                 page_size=len(rows),

@@ -25,8 +25,9 @@ class RequestTiming:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
 
-    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
-                         req_succeeded: bool) -> None:
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+    ) -> None:
         key = (req.uri_template or "unmatched", resp.status_code)
         child = self._children.get(key)
         if child is None:
@@ -58,4 +59,3 @@ def create_app(service: SaleService) -> falcon.App:
     app.add_error_handler(SaleError, handle_sale_error)
     app.set_error_serializer(serialize_http_error)
     return app
-

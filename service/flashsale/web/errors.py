@@ -25,8 +25,9 @@ def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
-def handle_sale_error(req: falcon.Request, resp: falcon.Response, error: SaleError,
-                      params: dict) -> None:
+def handle_sale_error(
+    req: falcon.Request, resp: falcon.Response, error: SaleError, params: dict
+) -> None:
     resp.status = error.status
     resp.media = error_body(error.code, error.message)
     retry_after = error.retry_after or (1 if error.code == "unavailable" else None)
@@ -34,16 +35,18 @@ def handle_sale_error(req: falcon.Request, resp: falcon.Response, error: SaleErr
         resp.set_header("Retry-After", str(retry_after))
 
 
-def serialize_http_error(req: falcon.Request, resp: falcon.Response,
-                         error: falcon.HTTPError) -> None:
+def serialize_http_error(
+    req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError
+) -> None:
     code = _HTTP_CODES.get(error.status_code, "http_error")
     message = error.description or error.title or "The request could not be served."
     resp.content_type = falcon.MEDIA_JSON
     resp.media = error_body(code, message)
 
 
-def handle_unexpected(req: falcon.Request, resp: falcon.Response, error: Exception,
-                      params: dict) -> None:
+def handle_unexpected(
+    req: falcon.Request, resp: falcon.Response, error: Exception, params: dict
+) -> None:
     """A bug, not a decision: log it with its trace and answer in the contract's shape."""
     log.exception("unhandled error on %s %s", req.method, req.path)
     resp.status = 500

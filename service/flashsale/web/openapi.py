@@ -24,8 +24,13 @@ def _ok(schema: str) -> dict[str, Any]:
 
 
 def _query(name: str, schema: dict[str, Any], required: bool, text: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": required, "schema": schema,
-            "description": text}
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "schema": schema,
+        "description": text,
+    }
 
 
 def _by_status(*codes: str) -> dict[str, dict[str, Any]]:
@@ -37,125 +42,242 @@ def _by_status(*codes: str) -> dict[str, dict[str, Any]]:
 
 
 # The error codes each operation can answer, in the contract's precedence order.
-CHECKOUT_ERRORS = ("invalid_request", "rate_limited", "no_active_sale", "item_not_found",
-                   "sold_out", "user_limit_reached", "item_unavailable", "unavailable")
-PURCHASE_ERRORS = ("invalid_request", "rate_limited", "code_not_found", "code_expired",
-                   "unavailable")
+CHECKOUT_ERRORS = (
+    "invalid_request",
+    "rate_limited",
+    "no_active_sale",
+    "item_not_found",
+    "sold_out",
+    "user_limit_reached",
+    "item_unavailable",
+    "unavailable",
+)
+PURCHASE_ERRORS = (
+    "invalid_request",
+    "rate_limited",
+    "code_not_found",
+    "code_expired",
+    "unavailable",
+)
 
 
 def document() -> dict[str, Any]:
     timestamp = {"type": "string", "format": "date-time"}
     return {
         "openapi": "3.0.3",
-        "info": {"title": "flashsale", "version": "1",
-                 "description": "Exactly N items every period; never oversold."},
-        "paths": {
-            "/checkout": {"post": {
-                "summary": "Reserve an item of the current sale for a user",
-                "operationId": "checkout",
-                "parameters": [
-                    _query("user_id", _TOKEN, True, "who checks out"),
-                    _query("id", _TOKEN, True, "an item id of the current sale"),
-                ],
-                "responses": {"200": _ok("Reservation"), **_by_status(*CHECKOUT_ERRORS)},
-            }},
-            "/purchase": {"post": {
-                "summary": "Buy the item a checkout code reserves",
-                "operationId": "purchase",
-                "parameters": [_query(
-                    "code", {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$"}, True,
-                    "the code a checkout returned")],
-                "responses": {"200": _ok("Purchase"), **_by_status(*PURCHASE_ERRORS)},
-            }},
-            "/sale/status": {"get": {
-                "summary": "Figures of the current sale",
-                "operationId": "saleStatus",
-                "responses": {"200": _ok("SaleStatus"),
-                              **_by_status("no_active_sale", "unavailable")},
-            }},
-            "/sale/items": {"get": {
-                "summary": "Items of the current sale, a page at a time",
-                "operationId": "saleItems",
-                "parameters": [
-                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, False,
-                           "page size (default 100)"),
-                    _query("cursor", {"type": "string"}, False, "next_cursor of the last page"),
-                ],
-                "responses": {"200": _ok("ItemPage"),
-                              **_by_status("invalid_request", "no_active_sale", "unavailable")},
-            }},
-            "/images/{sale_id}/{item_id}.svg": {"get": {
-                "summary": "An item's picture",
-                "operationId": "itemImage",
-                "parameters": [
-                    {"name": "sale_id", "in": "path", "required": True, "schema": {"type": "string"}},
-                    {"name": "item_id", "in": "path", "required": True, "schema": {"type": "string"}},
-                ],
-                "responses": {
-                    "200": {"description": "SVG image",
-                            "content": {"image/svg+xml": {"schema": {"type": "string"}}}},
-                    **_by_status("item_not_found", "unavailable"),
-                },
-            }},
-            "/healthz": {"get": {"summary": "The process is alive", "operationId": "healthz",
-                                 "responses": {"200": _ok("Health")}}},
-            "/readyz": {"get": {"summary": "Redis and PostgreSQL answer", "operationId": "readyz",
-                                "responses": {"200": _ok("Health"), **_by_status("unavailable")}}},
-            "/metrics": {"get": {
-                "summary": "Prometheus metrics", "operationId": "metrics",
-                "responses": {"200": {"description": "Prometheus text format",
-                                      "content": {"text/plain": {"schema": {"type": "string"}}}}},
-            }},
-            "/openapi.json": {"get": {
-                "summary": "This document", "operationId": "openapi",
-                "responses": {"200": {"description": "OpenAPI 3",
-                                      "content": {"application/json": {"schema": {"type": "object"}}}}},
-            }},
+        "info": {
+            "title": "flashsale",
+            "version": "1",
+            "description": "Exactly N items every period; never oversold.",
         },
-        "components": {"schemas": {
-            "Error": {
-                "type": "object", "required": ["error"],
-                "properties": {"error": {
-                    "type": "object", "required": ["code", "message"],
-                    "properties": {
-                        "code": {"type": "string", "enum": [*ERRORS, "not_found",
-                                                            "method_not_allowed", "internal_error"]},
-                        "message": {"type": "string"},
+        "paths": {
+            "/checkout": {
+                "post": {
+                    "summary": "Reserve an item of the current sale for a user",
+                    "operationId": "checkout",
+                    "parameters": [
+                        _query("user_id", _TOKEN, True, "who checks out"),
+                        _query("id", _TOKEN, True, "an item id of the current sale"),
+                    ],
+                    "responses": {"200": _ok("Reservation"), **_by_status(*CHECKOUT_ERRORS)},
+                }
+            },
+            "/purchase": {
+                "post": {
+                    "summary": "Buy the item a checkout code reserves",
+                    "operationId": "purchase",
+                    "parameters": [
+                        _query(
+                            "code",
+                            {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$"},
+                            True,
+                            "the code a checkout returned",
+                        )
+                    ],
+                    "responses": {"200": _ok("Purchase"), **_by_status(*PURCHASE_ERRORS)},
+                }
+            },
+            "/sale/status": {
+                "get": {
+                    "summary": "Figures of the current sale",
+                    "operationId": "saleStatus",
+                    "responses": {
+                        "200": _ok("SaleStatus"),
+                        **_by_status("no_active_sale", "unavailable"),
                     },
-                }},
+                }
             },
-            "Reservation": {
-                "type": "object", "required": ["code", "sale_id", "item_id", "expires_at"],
-                "properties": {"code": {"type": "string"}, "sale_id": {"type": "string"},
-                               "item_id": {"type": "string"}, "expires_at": timestamp},
+            "/sale/items": {
+                "get": {
+                    "summary": "Items of the current sale, a page at a time",
+                    "operationId": "saleItems",
+                    "parameters": [
+                        _query(
+                            "limit",
+                            {"type": "integer", "minimum": 1, "maximum": 1000},
+                            False,
+                            "page size (default 100)",
+                        ),
+                        _query("cursor", {"type": "string"}, False, "next_cursor of the last page"),
+                    ],
+                    "responses": {
+                        "200": _ok("ItemPage"),
+                        **_by_status("invalid_request", "no_active_sale", "unavailable"),
+                    },
+                }
             },
-            "Purchase": {
-                "type": "object", "required": ["sale_id", "item_id", "user_id", "purchased_at"],
-                "properties": {"sale_id": {"type": "string"}, "item_id": {"type": "string"},
-                               "user_id": {"type": "string"}, "purchased_at": timestamp},
+            "/images/{sale_id}/{item_id}.svg": {
+                "get": {
+                    "summary": "An item's picture",
+                    "operationId": "itemImage",
+                    "parameters": [
+                        {
+                            "name": "sale_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "item_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "SVG image",
+                            "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+                        },
+                        **_by_status("item_not_found", "unavailable"),
+                    },
+                }
             },
-            "SaleStatus": {
-                "type": "object",
-                "required": ["sale_id", "starts_at", "ends_at", "total_items", "items_sold",
-                             "items_reserved", "remaining_items"],
-                "properties": {
-                    "sale_id": {"type": "string"}, "starts_at": timestamp, "ends_at": timestamp,
-                    "total_items": {"type": "integer"}, "items_sold": {"type": "integer"},
-                    "items_reserved": {"type": "integer"}, "remaining_items": {"type": "integer"},
+            "/healthz": {
+                "get": {
+                    "summary": "The process is alive",
+                    "operationId": "healthz",
+                    "responses": {"200": _ok("Health")},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Redis and PostgreSQL answer",
+                    "operationId": "readyz",
+                    "responses": {"200": _ok("Health"), **_by_status("unavailable")},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "operationId": "metrics",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "operationId": "openapi",
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message"],
+                            "properties": {
+                                "code": {
+                                    "type": "string",
+                                    "enum": [
+                                        *ERRORS,
+                                        "not_found",
+                                        "method_not_allowed",
+                                        "internal_error",
+                                    ],
+                                },
+                                "message": {"type": "string"},
+                            },
+                        }
+                    },
                 },
-            },
-            "ItemPage": {
-                "type": "object", "required": ["sale_id", "items", "next_cursor"],
-                "properties": {
-                    "sale_id": {"type": "string"},
-                    "items": {"type": "array", "items": {
-                        "type": "object", "required": ["id", "name", "image_url"],
-                        "properties": {"id": {"type": "string"}, "name": {"type": "string"},
-                                       "image_url": {"type": "string"}},
-                    }},
-                    "next_cursor": {"type": "string", "nullable": True},
+                "Reservation": {
+                    "type": "object",
+                    "required": ["code", "sale_id", "item_id", "expires_at"],
+                    "properties": {
+                        "code": {"type": "string"},
+                        "sale_id": {"type": "string"},
+                        "item_id": {"type": "string"},
+                        "expires_at": timestamp,
+                    },
                 },
-            },
-            "Health": {"type": "object", "properties": {"status": {"type": "string"}}},
-        }},
+                "Purchase": {
+                    "type": "object",
+                    "required": ["sale_id", "item_id", "user_id", "purchased_at"],
+                    "properties": {
+                        "sale_id": {"type": "string"},
+                        "item_id": {"type": "string"},
+                        "user_id": {"type": "string"},
+                        "purchased_at": timestamp,
+                    },
+                },
+                "SaleStatus": {
+                    "type": "object",
+                    "required": [
+                        "sale_id",
+                        "starts_at",
+                        "ends_at",
+                        "total_items",
+                        "items_sold",
+                        "items_reserved",
+                        "remaining_items",
+                    ],
+                    "properties": {
+                        "sale_id": {"type": "string"},
+                        "starts_at": timestamp,
+                        "ends_at": timestamp,
+                        "total_items": {"type": "integer"},
+                        "items_sold": {"type": "integer"},
+                        "items_reserved": {"type": "integer"},
+                        "remaining_items": {"type": "integer"},
+                    },
+                },
+                "ItemPage": {
+                    "type": "object",
+                    "required": ["sale_id", "items", "next_cursor"],
+                    "properties": {
+                        "sale_id": {"type": "string"},
+                        "items": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["id", "name", "image_url"],
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "name": {"type": "string"},
+                                    "image_url": {"type": "string"},
+                                },
+                            },
+                        },
+                        "next_cursor": {"type": "string", "nullable": True},
+                    },
+                },
+                "Health": {"type": "object", "properties": {"status": {"type": "string"}}},
+            }
+        },
     }

@@ -92,8 +92,9 @@ class ItemImage:
     def __init__(self, service: SaleService):
         self._service = service
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, sale_id: str,
-               item_id: str) -> None:
+    def on_get(
+        self, req: falcon.Request, resp: falcon.Response, sale_id: str, item_id: str
+    ) -> None:
         resp.content_type = "image/svg+xml"
         resp.text = self._service.item_image(sale_id, item_id)
         resp.cache_control = ["public", "max-age=86400", "immutable"]
