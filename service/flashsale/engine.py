@@ -262,7 +262,7 @@ class SaleService:
         }
 
     def sale(self, sale_id: str) -> Sale | None:
-        """A sale's fixed facts (seed, size) from Redis, else PostgreSQL; cached: they never change."""
+        """A sale's fixed facts from Redis, else PostgreSQL; cached, as they never change."""
         cached = self._sales.get(sale_id)
         if cached is not None:
             return cached
