@@ -6,6 +6,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 # Every error the API can answer, in the contract's precedence order: where several apply,
 # the earliest wins. The Lua scripts decide in the same order.
@@ -66,6 +67,7 @@ def period_start(at: float, period: int) -> int:
     return int(at // period) * period
 
 
+@lru_cache(maxsize=16)  # asked on every request; changes once a period
 def sale_id_for(start: int, period: int) -> str:
     """Readable and unique in one database even if the period setting changes."""
     return f"{datetime.fromtimestamp(start, UTC):%Y%m%dT%H%M%SZ}-{period}"

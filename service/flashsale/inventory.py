@@ -11,11 +11,15 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
+
+from flashsale.batching import Batcher, under_gevent
 
 # Sales whose outboxes may hold attempts; the drainer walks this set.
 OUTBOX_REGISTRY = "fs:outboxes"
 
+_SCRIPTS = ("checkout", "purchase", "revert", "record_attempt", "status", "sweep", "publish")
 # Scripts that rate-limit get the token bucket library prepended.
 _WITH_BUCKET = {"checkout", "purchase"}
 
@@ -75,20 +79,21 @@ def _script_text(name: str) -> str:
 class Inventory:
     """Typed calls to the sale scripts. Holds no state but the client and the scripts."""
 
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: redis.Redis, *, batch: bool | None = None):
         self.client = client
-        self._run = {
-            name: client.register_script(_script_text(name))
-            for name in (
-                "checkout",
-                "purchase",
-                "revert",
-                "record_attempt",
-                "status",
-                "sweep",
-                "publish",
-            )
-        }
+        self._scripts = {name: client.register_script(_script_text(name)) for name in _SCRIPTS}
+        # In a gevent worker, concurrent calls share round-trips (see batching.py).
+        use_batcher = under_gevent() if batch is None else batch
+        self._execute = Batcher(client).execute_command if use_batcher else client.execute_command
+
+    def _eval(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA; a Redis that restarted and forgot the script gets it loaded again."""
+        script = self._scripts[name]
+        try:
+            return self._execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            self.client.script_load(script.script)
+            return self._execute("EVALSHA", script.sha, len(keys), *keys, *args)
 
     # --- the hot path -----------------------------------------------------------------------
 
@@ -106,8 +111,9 @@ class Inventory:
         client_ip: str,
     ) -> list[Any]:
         """[outcome, code, expires_ms, retry_ms, sale_id] — see checkout.lua."""
-        return self._run["checkout"](
-            keys=[
+        return self._eval(
+            "checkout",
+            [
                 keys.meta,
                 keys.items,
                 keys.codes,
@@ -117,7 +123,7 @@ class Inventory:
                 keys.user_bucket(user_id),
                 keys.ip_bucket(client_ip),
             ],
-            args=[user_id, item_id, now_ms, ttl_ms, fresh_code, user_rate, ip_rate],
+            [user_id, item_id, now_ms, ttl_ms, fresh_code, user_rate, ip_rate],
         )
 
     def purchase(
@@ -131,8 +137,9 @@ class Inventory:
         client_ip: str,
     ) -> list[Any]:
         """[kind, ...] — see purchase.lua."""
-        return self._run["purchase"](
-            keys=[
+        return self._eval(
+            "purchase",
+            [
                 keys.meta,
                 keys.items,
                 keys.codes,
@@ -140,7 +147,7 @@ class Inventory:
                 keys.pending,
                 keys.ip_bucket(client_ip),
             ],
-            args=[code, now_ms, user_rate, ip_rate, keys.user(""), keys.user_bucket("")],
+            [code, now_ms, user_rate, ip_rate, keys.user(""), keys.user_bucket("")],
         )
 
     def confirm(self, keys: SaleKeys, code: str) -> None:
@@ -149,9 +156,10 @@ class Inventory:
 
     def revert(self, keys: SaleKeys, code: str) -> bool:
         return bool(
-            self._run["revert"](
-                keys=[keys.meta, keys.items, keys.codes, keys.reserved, keys.pending],
-                args=[code, keys.user("")],
+            self._eval(
+                "revert",
+                [keys.meta, keys.items, keys.codes, keys.reserved, keys.pending],
+                [code, keys.user("")],
             )
         )
 
@@ -165,9 +173,10 @@ class Inventory:
         item_id: str | None,
     ) -> None:
         missing = "\0"
-        self._run["record_attempt"](
-            keys=[keys.meta, keys.outbox],
-            args=[
+        self._eval(
+            "record_attempt",
+            [keys.meta, keys.outbox],
+            [
                 outcome,
                 now_ms,
                 missing if user_id is None else user_id,
@@ -187,7 +196,7 @@ class Inventory:
     # --- reads ------------------------------------------------------------------------------
 
     def status(self, keys: SaleKeys, now_ms: int) -> dict[str, int | str] | None:
-        row = self._run["status"](keys=[keys.meta, keys.reserved, keys.outbox], args=[now_ms])
+        row = self._eval("status", [keys.meta, keys.reserved, keys.outbox], [now_ms])
         if not row:
             return None
         sale_id, starts, ends, total, sold, reserved, backlog = row
@@ -207,13 +216,14 @@ class Inventory:
     # --- lifecycle --------------------------------------------------------------------------
 
     def sweep(self, keys: SaleKeys, now_ms: int, batch: int) -> int:
-        return int(self._run["sweep"](keys=[keys.items, keys.reserved], args=[now_ms, batch]))
+        return int(self._eval("sweep", [keys.items, keys.reserved], [now_ms, batch]))
 
     def publish(self, keys: SaleKeys, meta: dict[str, str | int], expire_ms: int) -> bool:
         pairs = [part for field, value in meta.items() for part in (field, value)]
         return bool(
-            self._run["publish"](
-                keys=[
+            self._eval(
+                "publish",
+                [
                     keys.meta,
                     keys.items,
                     keys.codes,
@@ -221,6 +231,6 @@ class Inventory:
                     keys.codes_staging,
                     keys.reserved,
                 ],
-                args=[expire_ms, *pairs],
+                [expire_ms, *pairs],
             )
         )
