@@ -29,6 +29,8 @@ def handle_sale_error(
     req: falcon.Request, resp: falcon.Response, error: SaleError, params: dict
 ) -> None:
     resp.status = error.status
+    # A resource may have set another type (an image) before the error: errors are JSON.
+    resp.content_type = falcon.MEDIA_JSON
     resp.media = error_body(error.code, error.message)
     retry_after = error.retry_after or (1 if error.code == "unavailable" else None)
     if retry_after:
@@ -50,4 +52,5 @@ def handle_unexpected(
     """A bug, not a decision: log it with its trace and answer in the contract's shape."""
     log.exception("unhandled error on %s %s", req.method, req.path)
     resp.status = 500
+    resp.content_type = falcon.MEDIA_JSON
     resp.media = error_body("internal_error", "Something went wrong on our side.")
