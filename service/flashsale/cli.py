@@ -24,12 +24,9 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sale", help="sale id (default: the current or most recent sale)")
     sub.add_parser("drain", help="drain the outboxes into PostgreSQL continuously")
     sub.add_parser("restore", help="rebuild a sale's Redis state from PostgreSQL")
-    try:  # TEMP until kube.py lands
-        from flashsale import kube
+    from flashsale import kube
 
-        kube.register(sub)
-    except ImportError:
-        pass
+    kube.register(sub)
 
 
 def _handler(name: str) -> Callable[[argparse.Namespace], int]:
