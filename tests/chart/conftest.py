@@ -1,0 +1,119 @@
+"""Fixtures of the chart tests: a real `helm` binary and the chart rendered for every values set.
+
+helm comes from $HELM, .tools/bin (scripts/get-helm.sh puts it there) or PATH. Without it the chart
+tests skip on a developer's machine and FAIL in CI (CI is set), so CI never passes by not looking.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "flashsale"
+RELEASE = "flashsale"
+NAMESPACE = "shop"
+# The Kubernetes versions the renders are validated against: an older supported one and a new one.
+KUBE_VERSIONS = ("1.30", "1.34")
+# Every values set CI renders: the defaults, each chart-testing file, the production and dev files.
+VALUES_SETS: dict[str, list[Path]] = {
+    "defaults": [],
+    **{f"ci/{p.name}": [p] for p in sorted((CHART / "ci").glob("*-values.yaml"))},
+    "values-prod.yaml": [CHART / "values-prod.yaml"],
+    "values-dev.yaml": [CHART / "values-dev.yaml"],
+}
+
+
+def find_helm() -> str | None:
+    for candidate in (os.environ.get("HELM"), str(ROOT / ".tools" / "bin" / "helm")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which("helm")
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    found = find_helm()
+    if found:
+        return found
+    message = "no helm binary: run scripts/get-helm.sh (puts helm in .tools/bin) or set $HELM"
+    if os.environ.get("CI"):
+        pytest.fail(message + " -- CI must run the chart tests", pytrace=False)
+    pytest.skip(message)
+
+
+@dataclass
+class Render:
+    """One `helm template` output: the text and its objects."""
+
+    text: str
+    objects: list[dict[str, Any]]
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [o for o in self.objects if o["kind"] == kind]
+
+    def one(self, kind: str, component: str | None = None) -> dict[str, Any]:
+        found = [
+            o
+            for o in self.of(kind)
+            if component is None
+            or o["metadata"]["labels"].get("app.kubernetes.io/component") == component
+        ]
+        assert len(found) == 1, f"expected one {kind} {component or ''}, found {len(found)}"
+        return found[0]
+
+    def named(self, kind: str, name: str) -> dict[str, Any]:
+        found = [o for o in self.of(kind) if o["metadata"]["name"] == name]
+        assert found, f"no {kind} named {name} in the render"
+        return found[0]
+
+
+def run_helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [helm, *args], capture_output=True, text=True, timeout=120, check=False, cwd=ROOT
+    )
+    if check and proc.returncode:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def template_args(
+    values: Sequence[Path] = (), sets: Sequence[str] = (), kube_version: str | None = None
+) -> list[str]:
+    args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE]
+    for path in values:
+        args += ["-f", str(path)]
+    for item in sets:
+        args += ["--set", item]
+    if kube_version:
+        args += ["--kube-version", kube_version]
+    return args
+
+
+RenderFn = Callable[..., Render]
+
+
+@pytest.fixture(scope="session")
+def render(helm: str) -> RenderFn:
+    """render(values=[paths], sets=["a.b=c"], kube_version=None) -> Render, cached per arguments."""
+    cache: dict[tuple, Render] = {}
+
+    def _render(
+        values: Sequence[Path] = (), sets: Sequence[str] = (), kube_version: str | None = None
+    ) -> Render:
+        key = (tuple(values), tuple(sets), kube_version)
+        if key not in cache:
+            text = run_helm(helm, *template_args(values, sets, kube_version)).stdout
+            objects = [o for o in yaml.safe_load_all(text) if o]
+            cache[key] = Render(text, objects)
+        return cache[key]
+
+    return _render

@@ -1,0 +1,494 @@
+"""What the rendered objects must say: the properties the issue asks of the chart, checked on the
+renders rather than trusted to the templates."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+
+from flashsale import cli
+from tests.chart.conftest import CHART, RELEASE, ROOT, VALUES_SETS, Render, RenderFn, run_helm
+
+WORKLOADS = ("Deployment", "CronJob", "Job", "Pod")
+GUNICORN_GRACEFUL_TIMEOUT = 25  # seconds; the service's gunicorn graceful_timeout
+
+
+def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "Deployment": lambda o: o["spec"]["template"]["spec"],
+        "CronJob": lambda o: o["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+        "Job": lambda o: o["spec"]["template"]["spec"],
+        "Pod": lambda o: o["spec"],
+    }[obj["kind"]](obj)
+
+
+def pod_labels(obj: dict[str, Any]) -> dict[str, str]:
+    if obj["kind"] == "Pod":
+        return obj["metadata"]["labels"]
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    return obj["spec"]["template"]["metadata"]["labels"]
+
+
+def workloads(rendered: Render) -> list[dict[str, Any]]:
+    return [o for o in rendered.objects if o["kind"] in WORKLOADS]
+
+
+def defaults(render: RenderFn) -> Render:
+    return render()
+
+
+def full(render: RenderFn) -> Render:
+    return render([CHART / "ci" / "full-values.yaml"])
+
+
+def values() -> dict[str, Any]:
+    return yaml.safe_load((CHART / "values.yaml").read_text())
+
+
+# --- the web Deployment ---------------------------------------------------------------------------
+
+
+def test_web_deployment_probes_and_graceful_rollout(render: RenderFn) -> None:
+    deploy = defaults(render).one("Deployment", "web")
+    spec = pod_spec(deploy)
+    [web] = spec["containers"]
+    assert web["command"] + web["args"] == ["flashsale", "serve"]
+    assert web["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert web["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert web["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert web["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    # A rolling update never goes below the wanted count and a leaving pod finishes its requests.
+    assert deploy["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    sleep = web["lifecycle"]["preStop"]["exec"]["command"]
+    assert sleep[0] == "sleep" and int(sleep[1]) > 0
+    assert spec["terminationGracePeriodSeconds"] > int(sleep[1]) + GUNICORN_GRACEFUL_TIMEOUT
+    assert web["resources"]["requests"] and web["resources"]["limits"]["memory"]
+
+
+@pytest.mark.parametrize("name", VALUES_SETS)
+def test_every_pod_is_non_root_read_only_without_capabilities(render: RenderFn, name: str) -> None:
+    for obj in workloads(render(VALUES_SETS[name])):
+        spec = pod_spec(obj)
+        assert spec["securityContext"]["runAsNonRoot"] is True, obj["metadata"]["name"]
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in spec["containers"]:
+            sc = container["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, obj["metadata"]["name"]
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"]["drop"] == ["ALL"]
+
+
+def test_writable_paths_are_empty_dirs_and_the_metrics_dir_is_one(render: RenderFn) -> None:
+    rendered = defaults(render)
+    for obj in workloads(rendered):
+        spec = pod_spec(obj)
+        if obj["kind"] == "Pod":  # the helm test pod writes nothing
+            continue
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        for container in spec["containers"]:
+            mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
+            assert "emptyDir" in mounts["/tmp"]
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            assert "emptyDir" in mounts[env["PROMETHEUS_MULTIPROC_DIR"]], obj["metadata"]["name"]
+
+
+def test_service_selects_web_pods_only(render: RenderFn) -> None:
+    rendered = full(render)
+    selector = rendered.one("Service")["spec"]["selector"]
+    for obj in workloads(rendered):
+        labels = pod_labels(obj)
+        selected = all(labels.get(k) == v for k, v in selector.items())
+        assert selected == (labels["app.kubernetes.io/component"] == "web"), obj["metadata"]["name"]
+    deploy = rendered.one("Deployment", "web")
+    assert deploy["spec"]["selector"]["matchLabels"] == selector
+    service_port = rendered.one("Service")["spec"]["ports"][0]
+    assert service_port["name"] == "http" and service_port["targetPort"] == "http"
+
+
+def test_config_and_secret_reach_every_flashsale_container(render: RenderFn) -> None:
+    rendered = defaults(render)
+    configmap = rendered.one("ConfigMap")
+    secret = rendered.named("Secret", configmap["metadata"]["name"])
+    assert set(secret["stringData"]) == {"REDIS_URL", "DATABASE_URL"}
+    assert configmap["data"]["FLASHSALE_ITEMS"] == "10000"
+    assert configmap["data"]["PORT"] == "8080"
+    for obj in workloads(rendered):
+        if obj["kind"] in ("Pod", "Job"):  # helm test pod; the migration hook (see below)
+            continue
+        [container] = pod_spec(obj)["containers"]
+        refs = {
+            e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e
+        }
+        assert refs == {
+            "REDIS_URL": {"name": secret["metadata"]["name"], "key": "REDIS_URL"},
+            "DATABASE_URL": {"name": secret["metadata"]["name"], "key": "DATABASE_URL"},
+        }
+        assert container["envFrom"] == [{"configMapRef": {"name": configmap["metadata"]["name"]}}]
+
+
+def test_config_changes_roll_the_web_pods(render: RenderFn) -> None:
+    before = defaults(render).one("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    after = render(sets=["config.items=500"]).one("Deployment")["spec"]["template"]["metadata"]
+    assert after["annotations"]["checksum/config"] != before["checksum/config"]
+
+
+# --- CronJobs and the migration hook ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("component", "schedule", "args"),
+    [
+        ("opener", "0 * * * *", ["open-sale", "--next"]),
+        ("preload", "59 * * * *", ["open-sale", "--next"]),
+        ("sweeper", "* * * * *", ["sweep"]),
+    ],
+)
+def test_cronjobs(render: RenderFn, component: str, schedule: str, args: list[str]) -> None:
+    cronjob = defaults(render).one("CronJob", component)
+    spec = cronjob["spec"]
+    assert spec["schedule"] == schedule
+    assert spec["timeZone"] == "Etc/UTC"
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["startingDeadlineSeconds"] > 0
+    assert spec["successfulJobsHistoryLimit"] >= 1 and spec["failedJobsHistoryLimit"] >= 1
+    assert spec["jobTemplate"]["spec"]["activeDeadlineSeconds"] > 0
+    pod = pod_spec(cronjob)
+    assert pod["restartPolicy"] == "Never"
+    [container] = pod["containers"]
+    assert container["command"] + container["args"] == ["flashsale", *args]
+    assert len(cronjob["metadata"]["name"]) <= 52  # the Jobs it makes get an 11-character suffix
+
+
+def test_schedules_and_history_limits_come_from_values(render: RenderFn) -> None:
+    rendered = render(
+        sets=[
+            "sweeper.schedule=*/2 * * * *",
+            "sweeper.successfulJobsHistoryLimit=7",
+            "opener.startingDeadlineSeconds=123",
+            "opener.suspend=true",
+        ]
+    )
+    sweeper, opener = rendered.one("CronJob", "sweeper"), rendered.one("CronJob", "opener")
+    assert sweeper["spec"]["schedule"] == "*/2 * * * *"
+    assert sweeper["spec"]["successfulJobsHistoryLimit"] == 7
+    assert opener["spec"]["startingDeadlineSeconds"] == 123
+    assert opener["spec"]["suspend"] is True
+    assert rendered.one("CronJob", "preload")["spec"]["suspend"] is True
+
+
+def test_migration_is_a_pre_install_and_pre_upgrade_hook_that_needs_nothing_of_the_release(
+    render: RenderFn,
+) -> None:
+    rendered = defaults(render)
+    job = rendered.one("Job", "migrate")
+    hook_secret = rendered.one("Secret", "migrate")
+    for obj in (job, hook_secret):
+        assert obj["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+        policy = obj["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+        assert "before-hook-creation" in policy
+    weights = [int(o["metadata"]["annotations"]["helm.sh/hook-weight"]) for o in (hook_secret, job)]
+    assert weights[0] < weights[1]  # the Secret exists before the Job starts
+    spec = pod_spec(job)
+    [container] = spec["containers"]
+    assert container["command"] + container["args"] == ["flashsale", "migrate"]
+    # At pre-install the release's ConfigMap, Secret and ServiceAccount do not exist yet.
+    assert "envFrom" not in container
+    assert "serviceAccountName" not in spec
+    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
+    assert refs == {hook_secret["metadata"]["name"]}
+    [main_secret] = [s for s in rendered.of("Secret") if "annotations" not in s["metadata"]]
+    assert hook_secret["stringData"] == main_secret["stringData"]
+    # ...but it runs with the same settings the ConfigMap gives everyone else.
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert rendered.one("ConfigMap")["data"].items() <= env.items()
+
+
+def test_existing_secret_is_used_everywhere_and_no_secret_is_made(render: RenderFn) -> None:
+    rendered = render([CHART / "ci" / "existing-secret-values.yaml"])
+    assert rendered.of("Secret") == []
+    for obj in workloads(rendered):
+        for container in pod_spec(obj)["containers"]:
+            for env in container.get("env", []):
+                if "valueFrom" in env:
+                    ref = env["valueFrom"]["secretKeyRef"]
+                    assert ref["name"] == "shop-flashsale-connections"
+                    assert ref["key"] in ("redis-url", "database-url")
+    assert rendered.of("PodDisruptionBudget") == []  # one pod: a PDB would block node drains
+    assert rendered.of("ServiceAccount") == []
+    assert pod_spec(rendered.one("Job", "migrate"))["serviceAccountName"] == "shop-migrations"
+    assert pod_spec(rendered.one("Deployment"))["serviceAccountName"] == "shop-workloads"
+
+
+# --- optional objects ---------------------------------------------------------------------------
+
+
+def test_optional_objects_are_off_by_default(render: RenderFn) -> None:
+    kinds = {o["kind"] for o in defaults(render).objects}
+    for kind in ("Ingress", "HorizontalPodAutoscaler", "ServiceMonitor", "NetworkPolicy", "Role"):
+        assert kind not in kinds
+
+
+def test_ci_values_files_between_them_render_every_template(render: RenderFn) -> None:
+    templates = {str(p.relative_to(CHART)) for p in (CHART / "templates").rglob("*.yaml")}
+    rendered_sources: set[str] = set()
+    for path in sorted((CHART / "ci").glob("*-values.yaml")):
+        rendered_sources |= set(
+            re.findall(r"^# Source: flashsale/(\S+)$", render([path]).text, re.M)
+        )
+    assert templates - rendered_sources == set(), "templates no ci/*-values.yaml switches on"
+
+
+def test_hpa_owns_the_replica_count(render: RenderFn) -> None:
+    rendered = full(render)
+    hpa = rendered.one("HorizontalPodAutoscaler")
+    deploy = rendered.one("Deployment")
+    assert "replicas" not in deploy["spec"]
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deploy["metadata"]["name"],
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 12)
+    pdb = rendered.one("PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"] == deploy["spec"]["selector"]["matchLabels"]
+
+
+def test_servicemonitor_scrapes_metrics_on_the_http_port_of_the_service(render: RenderFn) -> None:
+    rendered = full(render)
+    monitor = rendered.one("ServiceMonitor")
+    service = rendered.one("Service")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("http", "/metrics")
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    wanted = monitor["spec"]["selector"]["matchLabels"]
+    assert wanted.items() <= service["metadata"]["labels"].items()
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["shop"]}
+
+
+def test_ingress_routes_to_the_service(render: RenderFn) -> None:
+    rendered = full(render)
+    ingress = rendered.one("Ingress")
+    service = rendered.one("Service")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    backends = [
+        path["backend"]["service"]
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    ]
+    assert backends and all(
+        b == {"name": service["metadata"]["name"], "port": {"name": "http"}} for b in backends
+    )
+    assert "host" not in ingress["spec"]["rules"][1]  # an empty host matches every host
+
+
+def test_networkpolicy_admits_only_the_http_port_and_allows_dns_when_egress_is_restricted(
+    render: RenderFn,
+) -> None:
+    policy = full(render).one("NetworkPolicy")["spec"]
+    assert policy["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert {"port": 53, "protocol": "UDP"} in policy["egress"][0]["ports"]
+    open_egress = render(sets=["networkPolicy.enabled=true"]).one("NetworkPolicy")["spec"]
+    assert open_egress["policyTypes"] == ["Ingress"] and "from" not in open_egress["ingress"][0]
+
+
+def test_rbac_lets_the_service_account_run_flashsale_kube(render: RenderFn) -> None:
+    rendered = full(render)
+    role, binding = rendered.one("Role"), rendered.one("RoleBinding")
+    rules = {
+        (g, r): set(rule["verbs"])
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+    }
+    assert {"list"} <= rules[("", "pods")]
+    assert {"list"} <= rules[("batch", "cronjobs")]
+    assert {"create", "get", "list"} <= rules[("batch", "jobs")]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "flashsale-ops", "namespace": "shop"}
+    ]
+    assert pod_spec(rendered.one("Deployment"))["automountServiceAccountToken"] is True
+
+
+def test_helm_test_pod_checks_readyz_through_the_service(render: RenderFn) -> None:
+    rendered = defaults(render)
+    pod = rendered.one("Pod", "test")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    [container] = pod["spec"]["containers"]
+    service = rendered.one("Service")
+    url = f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}/readyz"
+    assert container["args"][-1] == url
+
+
+def test_names_fit_and_follow_the_release(render: RenderFn) -> None:
+    for name, values in VALUES_SETS.items():
+        for obj in render(values).objects:
+            assert len(obj["metadata"]["name"]) <= 63, (name, obj["metadata"]["name"])
+    assert defaults(render).one("Deployment")["metadata"]["name"] == RELEASE  # contains "flashsale"
+
+
+def test_every_rendered_command_is_a_flashsale_subcommand() -> None:
+    """The args the chart runs parse with the real CLI (no drift between chart and CLI)."""
+    parser = argparse.ArgumentParser(prog="flashsale")
+    cli._add_commands(parser.add_subparsers(dest="command", required=True))
+    for args in (["serve"], ["migrate"], ["open-sale", "--next"], ["sweep"]):
+        assert parser.parse_args(args).command == args[0]
+
+
+def test_notes_render_for_install(helm: str) -> None:
+    proc = run_helm(helm, "install", RELEASE, str(CHART), "--namespace", "shop", "--dry-run=client")
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    assert "flashsale kube open-now --release flashsale -n shop" in notes
+    assert "WARNING: connections point at the dev stack" in notes
+    prod = run_helm(
+        helm,
+        "install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        "shop",
+        "--dry-run=client",
+        "-f",
+        str(CHART / "values-prod.yaml"),
+    ).stdout.split("NOTES:", 1)[1]
+    assert "https://flashsale.example.com/" in prod and "WARNING" not in prod
+
+
+# --- documentation and the files around the chart ------------------------------------------------
+
+
+def _leaf_paths(node: Any, prefix: str = "") -> list[str]:
+    if isinstance(node, dict) and node:
+        return [
+            p for k, v in node.items() for p in _leaf_paths(v, f"{prefix}.{k}" if prefix else k)
+        ]
+    return [prefix]
+
+
+def test_readme_values_table_lists_every_value() -> None:
+    readme = (CHART / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([^`]+)` \|", readme, re.M))
+    missing = [
+        path
+        for path in _leaf_paths(values())
+        if not any(path == d or path.startswith(d + ".") for d in documented)
+    ]
+    assert missing == []
+    stale = [
+        d
+        for d in documented
+        if not any(p == d or p.startswith(d + ".") for p in _leaf_paths(values()))
+    ]
+    assert stale == []
+
+
+def test_dev_stack_secret_matches_the_charts_default_connections() -> None:
+    dev = yaml.safe_load((ROOT / "k8s-dev" / "secret.yaml").read_text())["stringData"]
+    conn = values()["connections"]
+    assert (dev["REDIS_URL"], dev["DATABASE_URL"]) == (conn["redisUrl"], conn["databaseUrl"])
+    assert (
+        f"postgresql://{dev['POSTGRES_USER']}:{dev['POSTGRES_PASSWORD']}@flashsale-postgresql:5432/"
+        f"{dev['POSTGRES_DB']}" == dev["DATABASE_URL"]
+    )
+    kustomization = yaml.safe_load((ROOT / "k8s-dev" / "kustomization.yaml").read_text())
+    services = {
+        doc["metadata"]["name"]
+        for res in kustomization["resources"]
+        for doc in yaml.safe_load_all((ROOT / "k8s-dev" / res).read_text())
+        if doc and doc["kind"] == "Service"
+    }
+    assert services == {"flashsale-redis", "flashsale-postgresql"}
+
+
+def test_dev_redis_persists_with_aof() -> None:
+    docs = list(yaml.safe_load_all((ROOT / "k8s-dev" / "redis.yaml").read_text()))
+    [sts] = [d for d in docs if d["kind"] == "StatefulSet"]
+    args = sts["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--appendonly") + 1] == "yes"
+    assert sts["spec"]["volumeClaimTemplates"]
+
+
+def test_kind_config_maps_the_ingress_ports() -> None:
+    config = yaml.safe_load((ROOT / "k8s-dev" / "kind-cluster.yaml").read_text())
+    [node] = config["nodes"]
+    assert {(m["containerPort"], m["hostPort"]) for m in node["extraPortMappings"]} == {
+        (80, 80),
+        (443, 443),
+    }
+    assert "ingress-ready=true" in node["kubeadmConfigPatches"][0]
+
+
+def test_skaffold_builds_the_image_and_deploys_the_chart_with_dev_values() -> None:
+    config = yaml.safe_load((ROOT / "skaffold.yaml").read_text())
+    [artifact] = config["build"]["artifacts"]
+    assert artifact["docker"]["dockerfile"] == "Dockerfile"
+    [release] = config["deploy"]["helm"]["releases"]
+    assert (ROOT / release["chartPath"] / "Chart.yaml").exists()
+    assert release["valuesFiles"] == ["helm/flashsale/values-dev.yaml"]
+    image = artifact["image"]
+    assert release["setValueTemplates"] == {
+        "image.repository": f"{{{{.IMAGE_REPO_{image}}}}}",
+        "image.tag": f"{{{{.IMAGE_TAG_{image}}}}}",
+    }
+    [forward] = config["portForward"]
+    assert (forward["resourceType"], forward["resourceName"]) == ("service", release["name"])
+
+
+def _final_stage(dockerfile: str) -> str:
+    return re.split(r"^FROM .*$", dockerfile, flags=re.M)[-1]
+
+
+def test_dockerfile_final_stage_is_small_non_root_and_serves() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert len(re.findall(r"^FROM ", dockerfile, re.M)) >= 2, "multi-stage"
+    final = _final_stage(dockerfile)
+    assert "COPY --from=builder" in final
+    assert not re.search(r"\b(gcc|build-essential|pip install|apt-get install)\b", final)
+    [user] = re.findall(r"^USER (\S+)$", final, re.M)
+    uid = int(user.split(":")[0])
+    assert uid != 0
+    assert values()["podSecurityContext"]["runAsUser"] == uid
+    assert re.search(r'^ENTRYPOINT \["flashsale"\]$', final, re.M)
+    assert re.search(r'^CMD \["serve"\]$', final, re.M)
+    env = dict(re.findall(r"(PROMETHEUS_MULTIPROC_DIR)=(\S+)", final))
+    assert env["PROMETHEUS_MULTIPROC_DIR"] == values()["metrics"]["multiprocDir"]
+
+
+def test_dockerignore_lets_in_what_the_build_copies() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    ignore = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert ignore[0] == "*", "an allowlist: nothing enters the build context unless named"
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    copied = {
+        src.rstrip("/")
+        for args in re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile, re.M)
+        for src in args.split()
+    }
+    assert copied <= allowed
+    # hatchling reads the README named by pyproject.toml to build the package
+    assert {"pyproject.toml", "README.md", "service", "migrations"} <= allowed
+
+
+def test_scripts_are_valid_bash() -> None:
+    for script in (ROOT / "scripts" / "get-helm.sh", ROOT / "k8s-dev" / "stack.sh"):
+        subprocess.run(["bash", "-n", str(script)], check=True)
+        assert script.stat().st_mode & 0o111, f"{script} is not executable"
+
+
+def test_values_schema_is_json_and_closed() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["additionalProperties"] is False
+    assert set(values()) <= set(schema["properties"])
