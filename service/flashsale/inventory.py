@@ -216,7 +216,9 @@ class Inventory:
     # --- lifecycle --------------------------------------------------------------------------
 
     def sweep(self, keys: SaleKeys, now_ms: int, batch: int) -> int:
-        return int(self._eval("sweep", [keys.items, keys.reserved], [now_ms, batch]))
+        return int(
+            self._eval("sweep", [keys.items, keys.reserved, keys.codes, keys.meta], [now_ms, batch])
+        )
 
     def publish(self, keys: SaleKeys, meta: dict[str, str | int], expire_ms: int) -> bool:
         pairs = [part for field, value in meta.items() for part in (field, value)]

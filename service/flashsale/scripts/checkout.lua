@@ -20,7 +20,8 @@ local fresh     = ARGV[5]            -- the code to hand out if this checkout re
 local user_rate = tonumber(ARGV[6])  -- requests per second per user, 0 = off
 local ip_rate   = tonumber(ARGV[7])  -- requests per second per client address, 0 = off
 
-local sale_id = redis.call('HGET', meta_key, 'sale_id') or ''
+local meta = redis.call('HMGET', meta_key, 'sale_id', 'starts_ms', 'ends_ms', 'total', 'limit', 'sold', 'expire_ms')
+local sale_id = meta[1] or ''
 
 -- Every outcome is recorded in the same atomic step that decides it: no answer without a record.
 local function answer(outcome, code, expires, retry_ms)
@@ -40,8 +41,7 @@ end
 if sale_id == '' then
   return answer('no_active_sale')
 end
-local meta = redis.call('HMGET', meta_key, 'starts_ms', 'ends_ms', 'total', 'limit', 'sold', 'expire_ms')
-local starts, ends = tonumber(meta[1]), tonumber(meta[2])
+local starts, ends = tonumber(meta[2]), tonumber(meta[3])
 if now < starts or now >= ends then
   local opens_in = now < starts and (starts - now) or 0
   sale_id = ''  -- the attempt belongs to no open sale
@@ -52,7 +52,7 @@ local state = redis.call('HGET', items_key, item_id)
 if not state then
   return answer('item_not_found')
 end
-if tonumber(meta[5]) >= tonumber(meta[3]) then
+if tonumber(meta[6]) >= tonumber(meta[4]) then
   return answer('sold_out')
 end
 
@@ -64,7 +64,7 @@ if live and holder == user_id then
 end
 
 -- Bought items score +inf, unexpired reservations score their expiry: both count.
-if redis.call('ZCOUNT', user_key, '(' .. now, '+inf') >= tonumber(meta[4]) then
+if redis.call('ZCOUNT', user_key, '(' .. now, '+inf') >= tonumber(meta[5]) then
   return answer('user_limit_reached')
 end
 if kind == 'S' or live then
@@ -76,8 +76,7 @@ redis.call('HSET', items_key, item_id, 'R ' .. expires .. ' ' .. user_id .. ' ' 
 redis.call('HSET', codes_key, fresh, item_id .. ' ' .. user_id .. ' ' .. expires)
 redis.call('ZADD', reserved_key, expires, item_id)
 redis.call('ZADD', user_key, expires, item_id)
--- Keys made here go when the sale's keys go (meta's expire_ms), well after the sale ends.
-for _, key in ipairs({codes_key, reserved_key, user_key}) do
-  redis.call('PEXPIREAT', key, meta[6])
-end
+-- The user's key goes when the sale's keys go, well after the sale ends. (The codes hash and
+-- the reserved set get the same expiry from the sweeper, off this hot path.)
+redis.call('PEXPIREAT', user_key, meta[7])
 return answer('ok', fresh, expires)

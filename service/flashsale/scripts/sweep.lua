@@ -4,6 +4,8 @@
 -- so the items hash and the reserved set say what is true. Returns how many it returned.
 local items_key    = KEYS[1]  -- hash: item_id -> state
 local reserved_key = KEYS[2]  -- zset: item_id scored by reservation expiry
+local codes_key    = KEYS[3]  -- hash: code -> claim (created by checkouts, without an expiry)
+local meta_key     = KEYS[4]  -- hash: expire_ms, when the sale's keys may go
 
 local now   = tonumber(ARGV[1])
 local batch = tonumber(ARGV[2])
@@ -18,5 +20,11 @@ for _, item_id in ipairs(expired) do
     returned = returned + 1
   end
   redis.call('ZREM', reserved_key, item_id)
+end
+-- Checkout leaves setting these expiries to us, to keep its own path short.
+local expire_ms = redis.call('HGET', meta_key, 'expire_ms')
+if expire_ms then
+  redis.call('PEXPIREAT', codes_key, expire_ms)
+  redis.call('PEXPIREAT', reserved_key, expire_ms)
 end
 return returned
