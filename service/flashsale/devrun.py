@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+from flashsale import devservers
 from flashsale.config import Settings
 from flashsale.lifecycle import run_forever
 from flashsale.migrate import migrate
@@ -23,8 +24,6 @@ def run_dev(settings: Settings) -> int:
     env = dict(os.environ)
     with contextlib.ExitStack() as stack:
         if not settings.redis_url or not settings.database_url:
-            from flashsale import devservers
-
             if not settings.redis_url:
                 redis_server = stack.enter_context(devservers.start_redis(state / "redis"))
                 env["REDIS_URL"] = redis_server.url
@@ -49,7 +48,13 @@ def run_dev(settings: Settings) -> int:
 
         # The web tier as in production; this process already runs the sweeper, which drains.
         env.update(FLASHSALE_DRAINER="off", PROMETHEUS_MULTIPROC_DIR=str(state / "metrics"))
-        web = subprocess.Popen([sys.executable, "-m", "flashsale", "serve"], env=env)
+        # Its own session: Ctrl-C reaches only us, and we stop gunicorn gracefully (SIGTERM).
+        web = subprocess.Popen(
+            [sys.executable, "-m", "flashsale", "serve"],
+            env=env,
+            start_new_session=True,
+            preexec_fn=devservers.die_with_parent,
+        )
         stack.callback(_stop_process, web)
         stack.callback(stop.set)
         base = f"http://127.0.0.1:{settings.port}"

@@ -133,7 +133,7 @@ _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Runs in the child before exec: the kernel sends it SIGTERM if its starter dies (even by
     SIGKILL), so a killed test run or `flashsale dev` leaves no server behind. Linux ties this to
     the starting *thread*: start servers from a thread that lives as long as they should."""
@@ -247,7 +247,7 @@ class _Server:
                 stderr=subprocess.STDOUT,
                 cwd=self.state_dir,
                 start_new_session=True,  # a terminal's Ctrl-C reaches only us; we stop it last
-                preexec_fn=_die_with_parent,  # only a prctl call: safe between fork and exec
+                preexec_fn=die_with_parent,  # only a prctl call: safe between fork and exec
             )
         _track(self)
         try:
