@@ -47,8 +47,13 @@ def open_sale(args: argparse.Namespace) -> int:
     from flashsale.wiring import build_keeper
 
     settings = _settings()
+    try:
+        at = parse_rfc3339(args.at) if args.at else None
+    except ValueError:
+        print(f"flashsale: --at must be an RFC 3339 instant, got {args.at!r}", file=sys.stderr)
+        return 2
     keeper = build_keeper(settings)
-    at = parse_rfc3339(args.at) if args.at else keeper.clock()
+    at = keeper.clock() if at is None else at
     sale, loaded = keeper.open_sale(at)
     _say(command="open-sale", sale_id=sale.sale_id, total_items=sale.total_items, loaded=loaded)
     if args.next:
