@@ -377,18 +377,13 @@ def _leaf_paths(node: Any, prefix: str = "") -> list[str]:
 def test_readme_values_table_lists_every_value() -> None:
     readme = (CHART / "README.md").read_text()
     documented = set(re.findall(r"^\| `([^`]+)` \|", readme, re.M))
-    missing = [
-        path
-        for path in _leaf_paths(values())
-        if not any(path == d or path.startswith(d + ".") for d in documented)
-    ]
-    assert missing == []
-    stale = [
-        d
-        for d in documented
-        if not any(p == d or p.startswith(d + ".") for p in _leaf_paths(values()))
-    ]
-    assert stale == []
+    leaves = _leaf_paths(values())
+
+    def covers(doc: str, path: str) -> bool:
+        return path == doc or path.startswith(doc + ".")
+
+    assert [p for p in leaves if not any(covers(d, p) for d in documented)] == [], "undocumented"
+    assert [d for d in documented if not any(covers(d, p) for p in leaves)] == [], "stale rows"
 
 
 def test_dev_stack_secret_matches_the_charts_default_connections() -> None:
