@@ -25,7 +25,7 @@ from tests.chart.conftest import (
 YAMLLINT_CONFIG = Path(__file__).with_name("yamllint.yaml")
 # Kinds that are not part of Kubernetes itself, so kubernetes-validate has no schema for them;
 # their shape is asserted in test_chart_objects.py instead.
-CRD_KINDS = {"ServiceMonitor"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
 
 def _console_script(name: str) -> str:
