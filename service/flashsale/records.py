@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 
 import psycopg2
 import psycopg2.extras
-import psycopg2.pool
 
 from flashsale.domain import Purchase, Sale
 
@@ -46,7 +45,12 @@ class AttemptRow:
 
 
 class Database:
-    """A pool sized for the worker's greenlets, with connect and statement timeouts."""
+    """A bounded pool sized for the worker's greenlets, with connect and statement timeouts.
+
+    Connections are opened lazily (a worker starts even while PostgreSQL is away) and kept for
+    reuse. When one turns out dead, every idle one is dropped with it: they all died with the
+    same server, and each would otherwise fail one more request after it came back.
+    """
 
     def __init__(
         self,
@@ -56,18 +60,17 @@ class Database:
         connect_timeout: int = 3,
         statement_timeout_ms: int = 5000,
     ):
-        self._pool = psycopg2.pool.ThreadedConnectionPool(
-            0,
-            pool_size,
-            dsn,
-            connect_timeout=connect_timeout,
-            options=f"-c statement_timeout={statement_timeout_ms}",
-            application_name="flashsale",
-            keepalives=1,
-            keepalives_idle=10,
-            keepalives_interval=5,
-            keepalives_count=3,
-        )
+        self._connect_args = {
+            "dsn": dsn,
+            "connect_timeout": connect_timeout,
+            "options": f"-c statement_timeout={statement_timeout_ms}",
+            "application_name": "flashsale",
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        }
+        self._idle: list[psycopg2.extensions.connection] = []
         self._slots = threading.BoundedSemaphore(pool_size)
         self._wait = connect_timeout + statement_timeout_ms / 1000
 
@@ -77,7 +80,7 @@ class Database:
         if not self._slots.acquire(timeout=self._wait):
             raise PoolExhausted("no database connection became free in time")
         try:
-            conn = self._pool.getconn()
+            conn = self._idle.pop() if self._idle else psycopg2.connect(**self._connect_args)
             broken = False
             try:
                 with conn, conn.cursor() as cur:
@@ -86,12 +89,19 @@ class Database:
                 broken = True
                 raise
             finally:
-                self._pool.putconn(conn, close=broken or conn.closed != 0)
+                if broken or conn.closed:
+                    conn.close()
+                    self.close()
+                else:
+                    self._idle.append(conn)
         finally:
             self._slots.release()
 
     def close(self) -> None:
-        self._pool.closeall()
+        """Close the idle connections (those in use close when they come back broken)."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
     def ping(self) -> None:
         with self.cursor() as cur:
@@ -165,17 +175,17 @@ class Database:
             )
             return [self._sale(row) for row in cur.fetchall()]
 
-    def close_sale(self, sale_id: str) -> int:
-        """Record the final figures; returns the number sold."""
+    def close_sale(self, sale_id: str) -> int | None:
+        """Record the final figures once; returns the number sold, or None if already closed."""
         with self.cursor() as cur:
             cur.execute(
                 "UPDATE sales SET closed_at = now(),"
                 " items_sold = (SELECT count(*) FROM purchases WHERE sale_id = %s)"
-                " WHERE sale_id = %s RETURNING items_sold",
+                " WHERE sale_id = %s AND closed_at IS NULL RETURNING items_sold",
                 (sale_id, sale_id),
             )
             row = cur.fetchone()
-        return 0 if row is None else row[0]
+        return None if row is None else row[0]
 
     # --- purchases ------------------------------------------------------------------------
 
