@@ -198,13 +198,14 @@ class SaleService:
                 self._revert(keys, purchase.code)
             raise SaleError("unavailable") from None
         if stored.code != purchase.code:
+            # PostgreSQL sold the item to another code while Redis was being restored: it wins.
             log.error(
                 "item %s/%s already sold in PostgreSQL to another code",
                 purchase.sale_id,
                 purchase.item_id,
             )
-            if sold_now:
-                self._revert(keys, purchase.code)
+            with contextlib.suppress(RedisError):  # else the audit reports it
+                self.inventory.adopt(keys, purchase.code, stored)
             raise SaleError("code_expired")
         # If this fails the purchase stays pending; the sweeper confirms it against PostgreSQL.
         with contextlib.suppress(RedisError):

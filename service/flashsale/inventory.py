@@ -15,11 +15,21 @@ from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from flashsale.batching import Batcher, under_gevent
+from flashsale.domain import Purchase
 
 # Sales whose outboxes may hold attempts; the drainer walks this set.
 OUTBOX_REGISTRY = "fs:outboxes"
 
-_SCRIPTS = ("checkout", "purchase", "revert", "record_attempt", "status", "sweep", "publish")
+_SCRIPTS = (
+    "checkout",
+    "purchase",
+    "revert",
+    "adopt",
+    "record_attempt",
+    "status",
+    "sweep",
+    "publish",
+)
 # Scripts that rate-limit get the token bucket library prepended.
 _WITH_BUCKET = {"checkout", "purchase"}
 
@@ -160,6 +170,23 @@ class Inventory:
                 "revert",
                 [keys.meta, keys.items, keys.codes, keys.reserved, keys.pending],
                 [code, keys.user("")],
+            )
+        )
+
+    def adopt(self, keys: SaleKeys, lost_code: str, stored: Purchase) -> bool:
+        """Make Redis hold the purchase PostgreSQL has for the item (see adopt.lua)."""
+        return bool(
+            self._eval(
+                "adopt",
+                [keys.items, keys.codes, keys.pending],
+                [
+                    lost_code,
+                    stored.code,
+                    stored.item_id,
+                    stored.user_id,
+                    stored.purchased_ms,
+                    keys.user(""),
+                ],
             )
         )
 
