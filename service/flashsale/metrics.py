@@ -36,19 +36,39 @@ DRAINED = Counter("flashsale_outbox_drained_total", "Checkout attempts moved int
 
 
 class SaleCollector(Collector):
-    """Stock and backlog straight from Redis; `snapshot` returns None when no sale is open."""
+    """Stock and backlog straight from Redis at scrape time: one truth for every pod, whatever
+    its workers did. `snapshot` returns None when no sale is open; `clock` and `period` give
+    the seconds into the current period, so an alert can tell a sale that failed to open."""
 
-    def __init__(self, snapshot: Callable[[], dict | None], backlog: Callable[[], int]):
+    def __init__(
+        self,
+        snapshot: Callable[[], dict | None],
+        backlog: Callable[[], int],
+        clock: Callable[[], float] = time.time,
+        period: int | None = None,
+    ):
         self._snapshot = snapshot
         self._backlog = backlog
+        self._clock = clock
+        self._period = period
 
     def collect(self) -> Iterator[Metric]:
+        now = self._clock()
+        if self._period:
+            yield GaugeMetricFamily(
+                "flashsale_period_elapsed_seconds",
+                "Seconds since the current sale period began (whether or not its sale opened).",
+                value=now % self._period,
+            )
         try:
             status = self._snapshot()
             backlog = self._backlog()
-        except Exception:  # a scrape must not fail because Redis is away
-            log.warning("sale metrics unavailable", exc_info=True)
+        except Exception as error:  # a scrape must not fail because Redis is away
+            # Expected while Redis is down: one line, no stack trace.
+            log.warning("sale metrics unavailable: %s", error)
+            yield _redis_up(0)
             return
+        yield _redis_up(1)
         items = GaugeMetricFamily(
             "flashsale_sale_items", "Items of the current sale.", labels=["state"]
         )
@@ -58,12 +78,21 @@ class SaleCollector(Collector):
             yield GaugeMetricFamily(
                 "flashsale_sale_open_seconds",
                 "Seconds since the current sale opened.",
-                value=max(0.0, time.time() - status["starts_ms"] / 1000),
+                value=max(0.0, now - status["starts_ms"] / 1000),
             )
+        yield GaugeMetricFamily(
+            "flashsale_sale_open", "1 while a sale is open now, else 0.", value=int(bool(status))
+        )
         yield items
         yield GaugeMetricFamily(
             "flashsale_outbox_backlog", "Checkout attempts not yet in PostgreSQL.", value=backlog
         )
+
+
+def _redis_up(value: int) -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "flashsale_redis_up", "1 when this scrape could read the sale from Redis.", value=value
+    )
 
 
 def render(sale_collector: Collector) -> bytes:

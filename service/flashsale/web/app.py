@@ -1,8 +1,13 @@
-"""The Falcon application factory: routes, error handling, JSON, request timing."""
+"""The Falcon application factory: routes, errors, JSON, request timing, the access log."""
 
 from __future__ import annotations
 
+import itertools
+import logging
+import os
+import re
 import time
+from pathlib import Path
 
 import falcon
 import falcon.media
@@ -15,35 +20,148 @@ from flashsale.outbox import backlog
 from flashsale.web import resources
 from flashsale.web.errors import handle_sale_error, handle_unexpected, serialize_http_error
 
+STATIC_DIR = Path(__file__).with_name("static")
+# An incoming X-Request-ID (from an ingress or a client) is kept only when it is short and tame.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
-class RequestTiming:
-    """Observes every request's latency by route template and status."""
+
+class _RequestIds:
+    """Request ids without a syscall per request: a random per-process prefix and a counter.
+    The prefix is drawn again in each forked worker, so ids never repeat across workers."""
 
     def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._prefix = os.urandom(6).hex() + "-"
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return self._prefix + format(next(self._counter), "x")
+
+
+class _Clock:
+    """UTC timestamps for log lines; the formatted second is cached (it changes once a second)."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def stamp(self, now: float) -> str:
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._text}.{int((now - second) * 1000):03d}Z"
+
+
+class RequestTiming:
+    """Observes every request's latency by route template and status, and writes one JSON access
+    line per request (request id, method, route, status, latency, outcome).
+
+    It runs on every request, so it is kept cheap: the histogram child is cached per (route,
+    status); the line is built as one dict, serialized by orjson and written with a single
+    `write(2)` (atomic for a line this short, so workers never interleave), without the logging
+    machinery. Lines of answers below 500 are `info`, 5xx are `error`, both filtered by the level.
+    """
+
+    def __init__(self, access_log: bool = True, level: str = "INFO") -> None:
         self._children: dict[tuple[str, int], object] = {}
+        threshold = logging.getLevelName(level.upper())
+        threshold = threshold if isinstance(threshold, int) else logging.INFO
+        self._log_info = access_log and threshold <= logging.INFO
+        self._log_errors = access_log and threshold <= logging.ERROR
+        self._ids = _RequestIds()
+        self._clock = _Clock()
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
+        if self._log_errors:
+            given = req.get_header("X-Request-ID")
+            request_id = given if given and _REQUEST_ID.fullmatch(given) else self._ids.next()
+            req.context.request_id = request_id
+            resp.set_header("X-Request-ID", request_id)
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
     ) -> None:
-        key = (req.uri_template or "unmatched", resp.status_code)
+        elapsed = time.perf_counter() - req.context.started
+        status = resp.status_code
+        route = req.uri_template or _unrouted(req.path)
+        key = (route, status)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = REQUEST_DURATION.labels(*key)
-        child.observe(time.perf_counter() - req.context.started)
+        child.observe(elapsed)
+        if (status < 500 and not self._log_info) or not self._log_errors:
+            return
+        outcome = "ok"
+        if status >= 400:
+            media = resp.media
+            try:
+                outcome = media["error"]["code"]
+            except (TypeError, KeyError):
+                outcome = "error"
+        line = orjson.dumps(
+            {
+                "time": self._clock.stamp(time.time()),
+                "level": "error" if status >= 500 else "info",
+                "logger": "flashsale.access",
+                "message": "request",
+                "request_id": req.context.request_id,
+                "method": req.method,
+                "route": route,
+                "status": status,
+                "latency_ms": round(elapsed * 1000, 3),
+                "outcome": outcome,
+            },
+            option=orjson.OPT_APPEND_NEWLINE,
+        )
+        os.write(2, line)
+
+
+def _unrouted(path: str) -> str:
+    """A bounded label for requests no route template matched (the status page, static files,
+    unknown paths): never the raw path, which a client could vary without end."""
+    if path == "/":
+        return "/"
+    if path.startswith("/static/"):
+        return "/static/{file}"
+    return "unmatched"
+
+
+class StatusPage:
+    """`GET /`: the status page (static HTML that polls the JSON endpoints). Served as a sink
+    matching exactly "/", so it stays out of the JSON API and its OpenAPI document."""
+
+    def __init__(self) -> None:
+        self._html = (STATIC_DIR / "index.html").read_bytes()
+
+    def __call__(self, req: falcon.Request, resp: falcon.Response, **kwargs: str) -> None:
+        if req.method not in ("GET", "HEAD"):
+            raise falcon.HTTPMethodNotAllowed(["GET", "HEAD"])
+        resp.content_type = falcon.MEDIA_HTML
+        resp.cache_control = ["no-cache"]
+        resp.data = self._html
 
 
 def create_app(service: SaleService) -> falcon.App:
-    app = falcon.App(middleware=[RequestTiming()])
+    """The WSGI app of one worker: every route, the error shape, timing and the access log."""
+    settings = service.settings
+    timing = RequestTiming(getattr(settings, "access_log", True), settings.log_level)
+    app = falcon.App(middleware=[timing])
     json = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json
 
-    settings = service.settings
     client_address = resources.ClientAddress(settings.client_ip_header, settings.rate_per_ip > 0)
-    collector = SaleCollector(service.snapshot, lambda: backlog(service.inventory))
+    collector = SaleCollector(
+        service.snapshot,
+        lambda: backlog(service.inventory),
+        clock=service.clock,
+        period=settings.period,
+    )
 
     app.add_route("/checkout", resources.Checkout(service, client_address))
     app.add_route("/purchase", resources.Purchase(service, client_address))
@@ -54,6 +172,8 @@ def create_app(service: SaleService) -> falcon.App:
     app.add_route("/readyz", resources.Ready(service))
     app.add_route("/metrics", resources.Metrics(lambda: render(collector)))
     app.add_route("/openapi.json", resources.OpenAPI())
+    app.add_sink(StatusPage(), re.compile(r"/\Z"))
+    app.add_static_route("/static", str(STATIC_DIR))
 
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(SaleError, handle_sale_error)

@@ -1,0 +1,262 @@
+"""The monitoring assets match the service: the alert rules load (promtool when installed, a
+structural check always), and every metric an alert or a dashboard query names is one the app
+really exposes on /metrics; the ServiceMonitor scrapes the port and path that serve /metrics.
+
+The chart is rendered with the real `helm` (found like tests/chart does: $HELM, .tools/bin, PATH);
+without it these tests skip on a developer's machine and FAIL in CI (CI is set).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import falcon.testing
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from flashsale.lifecycle import SaleKeeper
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "helm" / "flashsale"
+VALUES = CHART / "ci" / "observability-values.yaml"
+DASHBOARD = CHART / "files" / "grafana-dashboard.json"
+# Series the alerts read from outside the service: Prometheus' own `up` and kube-state-metrics.
+EXTERNAL = {"up", "kube_deployment_status_replicas_available"}
+# PromQL words that look like metric names but are not.
+PROMQL_WORDS = {
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "inf",
+    "nan",
+}
+DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names in a PromQL expression: identifiers that are not functions, keywords,
+    label names (inside {...} or by/on/without (...)), strings, ranges or Grafana variables."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    expr = re.sub(r"\{[^}]*\}", " ", expr)
+    expr = re.sub(r"\[[^\]]*\]", " ", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
+    names = set()
+    for match in re.finditer(r"(?<![\w$.])[A-Za-z_:][A-Za-z0-9_:]*", expr):
+        if expr[match.end() :].lstrip().startswith("("):
+            continue  # a function call
+        if match.group().lower() not in PROMQL_WORDS:
+            names.add(match.group())
+    return names
+
+
+def test_metric_names_reads_promql_as_meant() -> None:
+    expr = (
+        'histogram_quantile(0.99, sum by (le) (rate(a_bucket{route=~"/x|y", le!="1"}[5m])))'
+        ' > 0.5 and on (job) max(b) == 0 or absent(up{job="flashsale"} == 1)'
+        ' / sum(rate(c_total{namespace="$namespace"}[$__rate_interval]))'
+    )
+    assert metric_names(expr) == {"a_bucket", "b", "up", "c_total"}
+
+
+# --- what the service exposes ----------------------------------------------------------------
+
+
+@pytest.fixture
+def exposed(keeper: SaleKeeper, client: falcon.testing.TestClient) -> set[str]:
+    """Every sample name /metrics shows once a sale is open and has seen a checkout/purchase."""
+    keeper.open_sale(keeper.clock())
+    code = client.simulate_post("/checkout", params={"user_id": "u1", "id": "1"}).json["code"]
+    assert client.simulate_post("/purchase", params={"code": code}).status_code == 200
+    keeper.sweep()  # the drainer's and sweeper's counters
+    response = client.simulate_get("/metrics")
+    assert response.status_code == 200
+    names = set()
+    for family in text_string_to_metric_families(response.text):
+        names.update(sample.name for sample in family.samples)
+    # The contract's metrics and this service's own, with the histogram's series.
+    assert {
+        "flashsale_checkouts_total",
+        "flashsale_purchases_total",
+        "flashsale_request_duration_seconds_bucket",
+        "flashsale_request_duration_seconds_count",
+        "flashsale_sale_items",
+        "flashsale_outbox_backlog",
+        "flashsale_sale_open_seconds",
+        "flashsale_sale_open",
+        "flashsale_period_elapsed_seconds",
+        "flashsale_redis_up",
+        "flashsale_sweeper_reclaimed_total",
+        "flashsale_outbox_drained_total",
+    } <= names, sorted(names)
+    return names
+
+
+# --- the chart's render ----------------------------------------------------------------------
+
+
+def find_helm() -> str | None:
+    for candidate in (os.environ.get("HELM"), str(ROOT / ".tools" / "bin" / "helm")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which("helm")
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict[str, Any]]:
+    helm = find_helm()
+    if not helm:
+        message = "no helm binary: run scripts/get-helm.sh (puts helm in .tools/bin) or set $HELM"
+        if os.environ.get("CI"):
+            pytest.fail(message + " -- CI must check the monitoring assets", pytrace=False)
+        pytest.skip(message)
+    proc = subprocess.run(
+        [helm, "template", "flashsale", str(CHART), "--namespace", "shop", "-f", str(VALUES)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [o for o in yaml.safe_load_all(proc.stdout) if o]
+
+
+def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [o for o in objects if o["kind"] == kind and name in (None, o["metadata"]["name"])]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def rule_groups(rendered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return one(rendered, "PrometheusRule")["spec"]["groups"]
+
+
+def test_alert_rules_load(rule_groups: list[dict[str, Any]], tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": rule_groups}))
+    promtool = shutil.which("promtool")
+    if promtool:  # Debian's `prometheus` package ships it
+        proc = subprocess.run(
+            [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "SUCCESS" in proc.stdout + proc.stderr
+    # The structural check, with or without promtool.
+    alerts = [rule for group in rule_groups for rule in group["rules"]]
+    names = [rule["alert"] for rule in alerts]
+    assert len(names) == len(set(names))
+    expected = {
+        "FlashsaleSaleNotOpen",  # sale not opened within N seconds of the period start
+        "FlashsaleOutboxBacklogGrowing",
+        "FlashsaleHighErrorRatio",  # 5xx ratio
+        "FlashsaleHighLatencyP99",
+        "FlashsaleNoReadyPods",
+    }
+    assert expected <= set(names)
+    for rule in alerts:
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
+        assert DURATION.match(rule["for"]), rule
+        assert rule["labels"]["severity"] in {"critical", "warning"}, rule
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule
+        expr = rule["expr"]
+        for opening, closing in ("()", "{}", "[]"):
+            assert expr.count(opening) == expr.count(closing), rule
+        # Release-scoped: each flashsale series carries the release's namespace and service.
+        for selector in re.findall(r"flashsale_\w+\{([^}]*)\}", expr):
+            assert 'namespace="shop"' in selector and 'service="flashsale"' in selector, rule
+    # The threshold from the values file reached the rule.
+    sale_not_open = next(r for r in alerts if r["alert"] == "FlashsaleSaleNotOpen")
+    assert "> 90" in sale_not_open["expr"]
+
+
+def test_alerts_name_only_existing_metrics(
+    rule_groups: list[dict[str, Any]], exposed: set[str]
+) -> None:
+    named = set()
+    for group in rule_groups:
+        for rule in group["rules"]:
+            names = metric_names(rule["expr"])
+            assert names, rule
+            assert names <= exposed | EXTERNAL, (rule["alert"], names - exposed - EXTERNAL)
+            named |= names
+    assert {"flashsale_sale_open", "flashsale_outbox_backlog"} <= named
+
+
+def dashboard_queries(dashboard: dict[str, Any]) -> list[str]:
+    queries = [
+        target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])
+    ]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            query = variable["query"]
+            query = query["query"] if isinstance(query, dict) else query
+            queries.append(re.fullmatch(r"label_values\((.*),\s*\w+\)", query).group(1))
+    return queries
+
+
+def test_dashboard_names_only_existing_metrics(exposed: set[str]) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = dashboard_queries(dashboard)
+    named = set()
+    for query in queries:
+        names = metric_names(query)
+        assert names, query
+        assert names <= exposed, (query, names - exposed)
+        named |= names
+    # The panels the issue asks for: burn-down, outcomes, latency percentiles, backlog.
+    assert {
+        "flashsale_sale_items",
+        "flashsale_checkouts_total",
+        "flashsale_request_duration_seconds_bucket",
+        "flashsale_outbox_backlog",
+    } <= named
+    titles = " ".join(panel["title"].lower() for panel in dashboard["panels"])
+    for word in ("burn-down", "checkout outcomes", "latency percentiles", "backlog"):
+        assert word in titles
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_dashboard_configmap_carries_the_dashboard_for_the_sidecar(
+    rendered: list[dict[str, Any]],
+) -> None:
+    configmap = one(rendered, "ConfigMap", "flashsale-dashboard")
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["metadata"]["annotations"] == {"grafana_folder": "Shop"}
+    assert json.loads(configmap["data"]["flashsale.json"]) == json.loads(DASHBOARD.read_text())
+
+
+def test_servicemonitor_scrapes_the_metrics_endpoint(
+    rendered: list[dict[str, Any]], client: falcon.testing.TestClient
+) -> None:
+    monitor = one(rendered, "ServiceMonitor")
+    service = one(rendered, "Service")
+    deployment = one(rendered, "Deployment")
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    target = next(p for p in service["spec"]["ports"] if p["name"] == endpoint["port"])[
+        "targetPort"
+    ]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert target in {p["name"] for p in container["ports"]}
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    response = client.simulate_get(endpoint["path"])
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")  # the text format

@@ -1,0 +1,182 @@
+"""The status page at `/`, in a real headless browser against a running `flashsale serve`: it shows
+the current sale, the stock figures follow purchases and reservations, the countdown to the next
+sale runs, and the items show with their images.
+
+Debian's chromium and chromium-driver (apt) drive it through selenium (the test extra). Without
+them the test skips on a developer's machine and FAILS in CI (CI is set), so CI never passes by
+not looking. STATUS_PAGE_SCREENSHOT=<path> saves a screenshot of the page at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support import flashsale, serving
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1000",
+)
+WAIT = 15  # seconds for the page to show a change (it polls every second)
+
+
+def _missing() -> str | None:
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (it is in the test extra)"
+    if not os.access(CHROMIUM, os.X_OK):
+        return "no /usr/bin/chromium (apt-get install chromium chromium-driver)"
+    if not shutil.which("chromedriver"):
+        return "no chromedriver (apt-get install chromium-driver)"
+    return None
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[object]:
+    missing = _missing()
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(missing + " -- CI must run the browser test", pytrace=False)
+        pytest.skip(missing)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(
+        options=options,
+        service=Service(shutil.which("chromedriver"), log_output=str(tmp_path / "driver.log")),
+    )
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def text(driver, element_id: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.ID, element_id).text
+
+
+def shows(driver, **expected: str) -> None:
+    """Wait until every element id shows its expected text."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def matches(d) -> bool:
+        return all(text(d, key) == value for key, value in expected.items())
+
+    try:
+        WebDriverWait(driver, WAIT, poll_frequency=0.2).until(matches)
+    except Exception:
+        seen = {key: text(driver, key) for key in expected}
+        raise AssertionError(f"page shows {seen}, expected {expected}") from None
+
+
+def countdown_seconds(value: str) -> int:
+    """Seconds shown by "[<days>d ][<h>:]mm:ss"."""
+    days, _, value = value.rpartition("d ")
+    parts = [int(p) for p in value.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    hours, minutes, seconds = parts
+    return int(days or 0) * 86400 + hours * 3600 + minutes * 60 + seconds
+
+
+def buy(session: requests.Session, base: str, user: str, item: int, pay: bool = True) -> None:
+    checkout = session.post(f"{base}/checkout", params={"user_id": user, "id": str(item)})
+    assert checkout.status_code == 200, checkout.text
+    if pay:
+        purchase = session.post(f"{base}/purchase", params={"code": checkout.json()["code"]})
+        assert purchase.status_code == 200, purchase.text
+
+
+def test_status_page_follows_the_sale(browser, service_env: dict[str, str], tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    env = {**service_env, "FLASHSALE_USER_LIMIT": "10"}
+    flashsale("open-sale", env=env)
+    with serving(env, tmp_path, workers=2) as (base, _proc), requests.Session() as session:
+        status = session.get(f"{base}/sale/status").json()
+        browser.get(f"{base}/")
+        assert browser.title == "flashsale status"
+        shows(
+            browser,
+            **{
+                "sale-id": status["sale_id"],
+                "total": "50",
+                "sold": "0",
+                "reserved": "0",
+                "remaining": "50",
+                "connection": "live",
+            },
+        )
+
+        # The countdown runs towards ends_at (the next sale opens when this one ends).
+        ends = datetime.fromisoformat(status["ends_at"].replace("Z", "+00:00")).timestamp()
+        first = text(browser, "countdown")
+        assert re.fullmatch(r"(\d+d )?(\d+:)?\d\d:\d\d", first), first
+        assert abs(countdown_seconds(first) - (ends - time.time())) < 5
+        WebDriverWait(browser, WAIT).until(lambda d: text(d, "countdown") != first)
+
+        # The items, with their images actually loaded from the service.
+        WebDriverWait(browser, WAIT).until(
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, "#item-list li")) == 24
+        )
+        images = browser.find_elements(By.CSS_SELECTOR, "#item-list img")
+        first_item = session.get(f"{base}/sale/items", params={"limit": 1}).json()["items"][0]
+        assert images[0].get_attribute("src") == first_item["image_url"]
+        assert images[0].get_attribute("alt") == first_item["name"]
+        WebDriverWait(browser, WAIT).until(
+            lambda d: d.execute_script(
+                "return [...document.querySelectorAll('#item-list img')]"
+                ".every(i => i.complete && i.naturalWidth > 0)"
+            )
+        )
+
+        # Purchases and reservations move the numbers (in rounds, so the burn-down has a shape).
+        sold = reserved = 0
+        for round_ in range(3):
+            for _ in range(4):
+                sold += 1
+                buy(session, base, f"buyer{round_}", 1 + sold)
+            reserved += 1
+            buy(session, base, f"holder{round_}", 40 + reserved, pay=False)
+            shows(browser, sold=str(sold), reserved=str(reserved), remaining=str(50 - sold))
+        after = session.get(f"{base}/sale/status").json()
+        assert (after["items_sold"], after["items_reserved"]) == (sold, reserved)
+        # The bar follows too: sold is sold/total of its width.
+        width = browser.execute_script("return document.getElementById('bar-sold').style.width")
+        assert float(width.rstrip("%")) == pytest.approx(100 * sold / 50)
+
+        # The page polled the JSON endpoints and met no script error.
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors
+        if os.environ.get("STATUS_PAGE_SCREENSHOT"):
+            time.sleep(1.5)
+            browser.save_screenshot(os.environ["STATUS_PAGE_SCREENSHOT"])
+        assert browser.save_screenshot(str(tmp_path / "status-page.png"))
