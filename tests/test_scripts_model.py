@@ -1,0 +1,245 @@
+"""The Lua scripts against a plain-Python model of the sale's rules, step by step.
+
+Hypothesis drives random interleavings of checkout, purchase, confirm, revert, sweep and clock
+moves (few users, few items, a small limit) through `Inventory` on a real Redis, and after every
+step compares what the scripts answered and hold with what the model says the contract means.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import redis
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    multiple,
+    rule,
+    run_state_machine_as_test,
+)
+
+from flashsale import domain
+from flashsale.inventory import Inventory, SaleKeys, keys_for
+
+USERS = ("ann", "bob", "cy")
+ITEMS = ("1", "2", "3", "4")
+LIMIT = 2
+TTL_MS = 10_000
+PERIOD_S = 60
+START_MS = 1_790_000_040_000  # a period boundary of PERIOD_S
+END_MS = START_MS + PERIOD_S * 1000
+
+
+@dataclass(frozen=True)
+class Held:
+    """An item's state in the model: reserved ("R", until) or sold ("S", at)."""
+
+    kind: str
+    at: int
+    user: str
+    code: str
+
+
+class SaleModel:
+    """The contract's rules for one sale, in plain Python, in its precedence order."""
+
+    def __init__(self, sale_id: str):
+        self.sale_id = sale_id
+        self.items: dict[str, Held | None] = dict.fromkeys(ITEMS)
+        self.codes: dict[str, tuple[str, str, int]] = {}  # code -> (item, user, expires)
+        self.pending: set[str] = set()
+        self.sold = 0
+        self.attempts = 0
+
+    def live(self, held: Held | None, now: int) -> bool:
+        return held is not None and held.kind == "R" and held.at > now
+
+    def holdings(self, user: str, now: int) -> set[str]:
+        """Items bought plus items reserved by unexpired checkouts."""
+        return {item for item, held in self.items.items() if held is not None
+                and held.user == user and (held.kind == "S" or held.at > now)}
+
+    def reserved(self, now: int) -> int:
+        return sum(self.live(held, now) for held in self.items.values())
+
+    def checkout(self, user: str, item: str, now: int, fresh: str) -> list:
+        self.attempts += 1
+        if not START_MS <= now < END_MS:
+            return ["no_active_sale", "", 0, max(START_MS - now, 0), ""]
+        if item not in self.items:
+            return ["item_not_found", "", 0, 0, self.sale_id]
+        if self.sold >= len(ITEMS):
+            return ["sold_out", "", 0, 0, self.sale_id]
+        held = self.items[item]
+        if self.live(held, now) and held.user == user:
+            return ["ok", held.code, held.at, 0, self.sale_id]
+        if len(self.holdings(user, now)) >= LIMIT:
+            return ["user_limit_reached", "", 0, 0, self.sale_id]
+        if held is not None and (held.kind == "S" or self.live(held, now)):
+            return ["item_unavailable", "", 0, 0, self.sale_id]
+        expires = min(now + TTL_MS, END_MS)
+        self.items[item] = Held("R", expires, user, fresh)
+        self.codes[fresh] = (item, user, expires)
+        return ["ok", fresh, expires, 0, self.sale_id]
+
+    def purchase(self, code: str, now: int) -> list:
+        if code not in self.codes:
+            return ["code_not_found"]
+        item, user, _ = self.codes[code]
+        held = self.items[item]
+        if held is not None and held.kind == "S" and held.code == code:
+            return ["repeat", item, user, held.at, self.sale_id]
+        if not self.live(held, now) or held.code != code or now >= END_MS:
+            return ["code_expired"]
+        self.items[item] = Held("S", now, user, code)
+        self.sold += 1
+        self.pending.add(code)
+        return ["sold", item, user, now, self.sale_id]
+
+    def confirm(self, code: str) -> None:
+        self.pending.discard(code)
+
+    def revert(self, code: str) -> int:
+        """PostgreSQL did not take the purchase: back to the reservation it was."""
+        if code not in self.pending:
+            return 0
+        self.pending.discard(code)
+        item, user, expires = self.codes[code]
+        self.items[item] = Held("R", expires, user, code)
+        self.sold -= 1
+        return 1
+
+    def sweep(self, now: int) -> int:
+        expired = [item for item, held in self.items.items()
+                   if held is not None and held.kind == "R" and held.at <= now]
+        for item in expired:
+            self.items[item] = None
+        return len(expired)
+
+
+class ScriptsMachine(RuleBasedStateMachine):
+    client: redis.Redis  # set by the test: the session Redis
+
+    codes = Bundle("codes")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.client.flushdb()
+        self.inventory = Inventory(self.client)
+        sale_id = domain.sale_id_for(START_MS // 1000, PERIOD_S)
+        self.keys: SaleKeys = keys_for(sale_id)
+        self.model = SaleModel(sale_id)
+        self.now = START_MS
+        self._load(sale_id)
+
+    def _load(self, sale_id: str) -> None:
+        """Publish the sale the way the keeper does: staged items, then meta in one step."""
+        # The keys expire by Redis's own clock, so give them real time to live.
+        redis_now_ms = int(self.client.time()[0]) * 1000
+        self.client.hset(self.keys.items_staging, mapping=dict.fromkeys(ITEMS, "-"))
+        meta = {"sale_id": sale_id, "starts_ms": START_MS, "ends_ms": END_MS,
+                "total": len(ITEMS), "limit": LIMIT, "seed": "model", "sold": 0,
+                "expire_ms": redis_now_ms + 3_600_000}
+        assert self.inventory.publish(self.keys, meta, redis_now_ms + 3_600_000)
+
+    # --- rules ----------------------------------------------------------------------------
+
+    @initialize(offset=st.sampled_from([0, 0, 0, -1, -1500]))
+    def start_clock(self, offset: int) -> None:
+        """Mostly from the sale's start; sometimes a moment before it opens."""
+        self.now = START_MS + offset
+
+    @rule(target=codes, user=st.sampled_from(USERS), item=st.sampled_from((*ITEMS, "9")))
+    def checkout(self, user: str, item: str):
+        fresh = domain.new_code(self.model.sale_id)
+        got = self.inventory.checkout(
+            self.keys, user, item, now_ms=self.now, ttl_ms=TTL_MS, fresh_code=fresh,
+            user_rate=0, ip_rate=0, client_ip="",
+        )
+        expected = self.model.checkout(user, item, self.now, fresh)
+        assert [got[0], got[1], int(got[2]), int(got[3]), got[4]] == expected
+        # The attempt went to the outbox in the same step, with what the client was told.
+        (_, fields), = self.client.xrevrange(self.keys.outbox, count=1)
+        assert fields == {"s": expected[4], "u": user, "i": item, "o": expected[0],
+                          "c": expected[1], "t": str(self.now)}
+        return expected[1] if expected[0] == "ok" else multiple()
+
+    @rule(code=codes)
+    def purchase(self, code: str) -> None:
+        got = self.inventory.purchase(self.keys, code, now_ms=self.now, user_rate=0,
+                                      ip_rate=0, client_ip="")
+        assert got == self.model.purchase(code, self.now)
+
+    @rule(token=st.sampled_from(["A" * 22, "never-issued"]))
+    def purchase_unknown(self, token: str) -> None:
+        code = f"{self.model.sale_id}.{token}"
+        got = self.inventory.purchase(self.keys, code, now_ms=self.now, user_rate=0, ip_rate=0,
+                                      client_ip="")
+        assert got == self.model.purchase(code, self.now) == ["code_not_found"]
+
+    @rule(code=codes)
+    def confirm(self, code: str) -> None:
+        """PostgreSQL stored the purchase."""
+        self.inventory.confirm(self.keys, code)
+        self.model.confirm(code)
+
+    @rule(code=codes)
+    def revert(self, code: str) -> None:
+        """PostgreSQL did not store it (only a pending purchase can be undone)."""
+        assert int(self.inventory.revert(self.keys, code)) == self.model.revert(code)
+
+    @rule(ms=st.one_of(st.sampled_from([1, TTL_MS - 1, TTL_MS, TTL_MS + 1]),
+                       st.integers(0, 3 * TTL_MS)))
+    def advance(self, ms: int) -> None:
+        self.now += ms
+
+    @rule()
+    def sweep(self) -> None:
+        assert self.inventory.sweep(self.keys, self.now, 2) + self.inventory.sweep(
+            self.keys, self.now, 1000) == self.model.sweep(self.now)
+
+    # --- after every step -----------------------------------------------------------------
+
+    @invariant()
+    def figures_agree(self) -> None:
+        status = self.inventory.status(self.keys, self.now)
+        assert status is not None
+        assert status["sold"] == self.model.sold
+        assert status["reserved"] == self.model.reserved(self.now)
+        assert status["backlog"] == self.model.attempts
+        assert set(self.client.zrange(self.keys.pending, 0, -1)) == self.model.pending
+
+    @invariant()
+    def holdings_agree(self) -> None:
+        for user in USERS:
+            held = self.client.zrangebyscore(self.keys.user(user), f"({self.now}", "+inf")
+            assert set(held) == self.model.holdings(user, self.now), user
+            assert len(held) <= LIMIT
+
+    @invariant()
+    def nothing_sold_twice(self) -> None:
+        states = self.client.hgetall(self.keys.items)
+        sold = [state for state in states.values() if state.startswith("S ")]
+        assert len(sold) == self.model.sold <= len(ITEMS)
+        assert len({state.split()[3] for state in sold}) == len(sold)
+
+
+@pytest.mark.timeout(240)
+def test_scripts_follow_the_model(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        ScriptsMachine.client = client
+        run_state_machine_as_test(
+            ScriptsMachine,
+            settings=settings(max_examples=100, stateful_step_count=40, deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow],
+                              database=None),
+        )
+    finally:
+        client.flushdb()
+        client.close()
