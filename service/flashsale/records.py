@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psycopg2
-import psycopg2.extras
 
 from flashsale.domain import Purchase, Sale
 
@@ -248,28 +247,27 @@ class Database:
     # --- checkout attempts ----------------------------------------------------------------
 
     def insert_attempts(self, rows: Sequence[AttemptRow]) -> int:
-        """One multi-row INSERT; rows already present (a re-drain) are skipped by their key."""
+        """One INSERT of the whole batch (a column per array, so psycopg2 quotes in C); rows
+        already present, from a re-drain, are skipped by their key."""
         if not rows:
             return 0
         with self.cursor() as cur:
-            psycopg2.extras.execute_values(
-                cur,
+            cur.execute(
                 "INSERT INTO checkout_attempts"
                 " (attempt_key, sale_id, user_id, item_id, outcome, code, created_at)"
-                " VALUES %s ON CONFLICT (attempt_key) DO NOTHING",
-                [
-                    (
-                        r.attempt_key,
-                        r.sale_id,
-                        r.user_id,
-                        r.item_id,
-                        r.outcome,
-                        r.code,
-                        _ts(r.created_ms),
-                    )
-                    for r in rows
-                ],
-                page_size=len(rows),
+                " SELECT k, s, u, i, o, c, to_timestamp(t / 1000.0)"
+                " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+                " %s::text[], %s::bigint[]) AS batch (k, s, u, i, o, c, t)"
+                " ON CONFLICT (attempt_key) DO NOTHING",
+                (
+                    [r.attempt_key for r in rows],
+                    [r.sale_id for r in rows],
+                    [r.user_id for r in rows],
+                    [r.item_id for r in rows],
+                    [r.outcome for r in rows],
+                    [r.code for r in rows],
+                    [r.created_ms for r in rows],
+                ),
             )
             return cur.rowcount
 
