@@ -104,6 +104,12 @@ def check_response(app: falcon.App, method: str, path: str,
         pytest.fail(f"{method} {path} answered 500: {result.text[:300]}")
     response = operation["responses"].get(status)
     assert response is not None, f"{method} {path} answered {status}, not in the document"
+    for name, header in response.get("headers", {}).items():
+        value = result.headers.get(name)
+        if header.get("required"):
+            assert value is not None, f"{method} {path} {status}: no {name} header"
+        if value is not None and header["schema"].get("type") == "integer":
+            assert value.isdigit() and int(value) >= header["schema"].get("minimum", 0), value
     content = response.get("content", {})
     assert media in content, f"{method} {path} {status}: {media} not documented ({list(content)})"
     if media != "application/json":
@@ -163,6 +169,21 @@ def test_every_error_code_appears(client: falcon.testing.TestClient) -> None:
         assert str(status) in answered.get(code, set()), code
 
 
+def test_retry_after_is_documented_where_the_contract_demands_it(
+    client: falcon.testing.TestClient,
+) -> None:
+    paths = client.simulate_get("/openapi.json").json["paths"]
+    seen = 0
+    for item in paths.values():
+        for method, operation in item.items():
+            for status in ("429", "503"):
+                if method in HTTP_METHODS and status in operation["responses"]:
+                    headers = operation["responses"][status].get("headers", {})
+                    assert headers.get("Retry-After", {}).get("required") is True
+                    seen += 1
+    assert seen >= 5  # checkout and purchase (429, 503), the reads (503)
+
+
 def test_parameters_of_the_contract_are_documented(client: falcon.testing.TestClient) -> None:
     paths = client.simulate_get("/openapi.json").json["paths"]
 
@@ -187,6 +208,11 @@ def test_check_response_can_fail(client: falcon.testing.TestClient) -> None:
         [("content-type", "application/json")])
     with pytest.raises(AssertionError, match="code_not_found"):
         check_response(client.app, "POST", "/checkout", wrong_code)
+    no_retry_after = falcon.testing.Result(
+        [b'{"error": {"code": "rate_limited", "message": "m"}}'], "429 Too Many Requests",
+        [("content-type", "application/json")])
+    with pytest.raises(AssertionError, match="Retry-After"):
+        check_response(client.app, "POST", "/checkout", no_retry_after)
     odd_status = falcon.testing.Result([b"{}"], "418 I'm a teapot",
                                        [("content-type", "application/json")])
     with pytest.raises(AssertionError, match="418"):

@@ -9,11 +9,24 @@ from flashsale.domain import ERRORS
 _TOKEN = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}
 
 
-def _error(*codes: str) -> dict[str, Any]:
-    return {
+# The contract promises Retry-After with 429 and 503; the error handler sends it with both.
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+
+
+def _error(*codes: str, status: str = "") -> dict[str, Any]:
+    response: dict[str, Any] = {
         "description": " / ".join(codes),
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
+    if status in ("429", "503"):
+        response["headers"] = _RETRY_AFTER
+    return response
 
 
 def _ok(schema: str) -> dict[str, Any]:
@@ -38,7 +51,7 @@ def _by_status(*codes: str) -> dict[str, dict[str, Any]]:
     grouped: dict[str, list[str]] = {}
     for code in codes:
         grouped.setdefault(str(ERRORS[code][0]), []).append(code)
-    return {status: _error(*names) for status, names in grouped.items()}
+    return {status: _error(*names, status=status) for status, names in grouped.items()}
 
 
 # The error codes each operation can answer, in the contract's precedence order.
