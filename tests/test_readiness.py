@@ -8,6 +8,7 @@ while Redis is away) so Prometheus still sees the pod.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import requests
 
 from flashsale import devservers
 from flashsale.migrate import migrate
-from tests.support import serving
+from tests.support import flashsale, free_port, serving
 
 WAIT = 30  # seconds for the service to notice a store going or coming back
 
@@ -83,6 +84,8 @@ def test_readyz_follows_redis_and_postgres(own_stores: Stores, tmp_path: Path) -
         assert body["error"]["code"] == "unavailable"
         assert "redis" in body["error"]["message"] and "postgres" not in body["error"]["message"]
         assert redis_up(base) == 0
+        checkout = requests.post(f"{base}/checkout", params={"user_id": "u", "id": "1"}, timeout=10)
+        assert checkout.status_code == 503 and checkout.json()["error"]["code"] == "unavailable"
         redis_server.start()
         wait_for_status(base, 200)
         assert redis_up(base) == 1
@@ -95,6 +98,35 @@ def test_readyz_follows_redis_and_postgres(own_stores: Stores, tmp_path: Path) -
         body = wait_for_status(base, 200)
         assert body["checks"] == {"redis": True, "postgres": True}
 
-    # Expected outages are logged as one line each, without a stack trace.
-    log = "".join(p.read_text() for p in tmp_path.glob("serve-*.log"))
-    assert "Traceback" not in log, log[-3000:]
+    # Expected outages are logged as one JSON line each, without a stack trace.
+    lines = [
+        json.loads(line)
+        for path in tmp_path.glob("serve-*.log")
+        for line in path.read_text().splitlines()
+        if line.startswith("{")
+    ]
+    assert any(line["message"].startswith("redis unreachable during checkout") for line in lines)
+    traced = [line for line in lines if "exception" in line or "Traceback" in line["message"]]
+    assert not traced, traced
+
+
+def test_jobs_log_one_json_line_per_run(service_env: dict[str, str]) -> None:
+    """A job run is one structured log line (stderr) beside its result (stdout); a store that is
+    down is an expected failure: one error line, exit status 1, no stack trace."""
+    env = {**service_env, "LOG_LEVEL": "INFO"}
+    done = flashsale("sweep", env=env)
+    (line,) = [json.loads(x) for x in done.stderr.splitlines() if '"flashsale.job"' in x]
+    assert line["message"] == "job run" and line["command"] == "sweep"
+    assert line["outcome"] == "ok" and line["level"] == "info" and line["duration_ms"] >= 0
+    assert json.loads(done.stdout)["command"] == "sweep"
+
+    down = {**env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    failed = flashsale("sweep", env=down, check=False)
+    assert failed.returncode == 1
+    assert "Traceback" not in failed.stderr, failed.stderr
+    (line,) = [json.loads(x) for x in failed.stderr.splitlines() if x.startswith("{")]
+    assert (line["level"], line["command"], line["outcome"]) == (
+        "error",
+        "sweep",
+        "store_unavailable",
+    )

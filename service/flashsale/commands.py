@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import logging
 import os
 import signal
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from flashsale.config import Settings
 from flashsale.logs import configure_logging
+
+log = logging.getLogger("flashsale.job")
+_STARTED = time.monotonic()  # this module is imported just before the command runs
 
 
 def _settings() -> Settings:
@@ -22,8 +29,39 @@ def _settings() -> Settings:
 
 
 def _say(**fields: Any) -> None:
-    """Job output: one JSON line an operator can read and a log pipeline can parse."""
+    """Job output: one JSON line on stdout that an operator can read and a script can parse, and
+    the same facts as one structured log line on stderr (time, level, logger, outcome, duration)
+    for the log pipeline, like every other log line of the service."""
     print(json.dumps(fields, default=str), flush=True)
+    took = round((time.monotonic() - _STARTED) * 1000, 1)
+    log.info("job run", extra={**fields, "outcome": "ok", "duration_ms": took})
+
+
+def _job(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[..., int]]:
+    """A store that cannot be reached is an expected failure of a job: one JSON line saying so
+    and exit status 1 (the CronJob retries), not a stack trace."""
+
+    def wrap(run: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+        @functools.wraps(run)
+        def job(args: argparse.Namespace) -> int:
+            from redis.exceptions import RedisError
+
+            from flashsale.records import DatabaseError
+
+            try:
+                return run(args)
+            except (RedisError, DatabaseError) as error:
+                took = round((time.monotonic() - _STARTED) * 1000, 1)
+                log.error(
+                    "job failed: store unavailable: %s",
+                    str(error).strip(),
+                    extra={"command": name, "outcome": "store_unavailable", "duration_ms": took},
+                )
+                return 1
+
+        return job
+
+    return wrap
 
 
 def _stop_on_sigterm() -> threading.Event:
@@ -32,6 +70,7 @@ def _stop_on_sigterm() -> threading.Event:
     return stop
 
 
+@_job("migrate")
 def migrate(args: argparse.Namespace) -> int:
     from flashsale.migrate import migrate as apply
 
@@ -42,6 +81,7 @@ def migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+@_job("open-sale")
 def open_sale(args: argparse.Namespace) -> int:
     from flashsale.domain import parse_rfc3339
     from flashsale.wiring import build_keeper
@@ -68,6 +108,7 @@ def open_sale(args: argparse.Namespace) -> int:
     return 0
 
 
+@_job("sweep")
 def sweep(args: argparse.Namespace) -> int:
     from flashsale.wiring import build_keeper
 
@@ -76,6 +117,7 @@ def sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+@_job("restore")
 def restore(args: argparse.Namespace) -> int:
     from flashsale.wiring import build_keeper
 
@@ -109,7 +151,21 @@ def drain(args: argparse.Namespace) -> int:
     settings = _settings()
     keeper = build_keeper(settings)
     stop = _stop_on_sigterm()
-    run_forever(keeper.sweep, settings.drain_interval, stop.is_set, "drain")
+
+    def step() -> None:
+        # One line per run that moved something; idle runs (one a second) only at DEBUG.
+        started = time.monotonic()
+        report = vars(keeper.sweep())
+        worked = any(report.values())
+        if log.isEnabledFor(logging.INFO if worked else logging.DEBUG):
+            took = round((time.monotonic() - started) * 1000, 1)
+            log.log(
+                logging.INFO if worked else logging.DEBUG,
+                "drain run",
+                extra={"command": "drain", "outcome": "ok", "duration_ms": took, **report},
+            )
+
+    run_forever(step, settings.drain_interval, stop.is_set, "drain")
     return 0
 
 

@@ -96,8 +96,8 @@ class SaleService:
                 ip_rate=self.settings.rate_per_ip if client_ip else 0,
                 client_ip=client_ip,
             )
-        except RedisError:
-            log.warning("redis unreachable during checkout", exc_info=True)
+        except RedisError as error:  # expected in an outage: one line, no stack trace
+            log.warning("redis unreachable during checkout: %s", error)
             self._record_directly("unavailable", now, user_id, item_id)
             raise SaleError("unavailable") from None
         if outcome == "ok":
@@ -173,8 +173,8 @@ class SaleService:
                 ip_rate=self.settings.rate_per_ip if client_ip else 0,
                 client_ip=client_ip,
             )
-        except RedisError:
-            log.warning("redis unreachable during purchase", exc_info=True)
+        except RedisError as error:
+            log.warning("redis unreachable during purchase: %s", error)
             raise SaleError("unavailable") from None
         kind = answer[0]
         if kind == "sale_missing":
@@ -192,8 +192,8 @@ class SaleService:
         """Answer 200 only once PostgreSQL holds the purchase; otherwise undo what Redis did."""
         try:
             stored = self.database.save_purchase(purchase)
-        except DatabaseError:
-            log.warning("purchase not stored, reverting %s", purchase.code, exc_info=True)
+        except DatabaseError as error:
+            log.warning("purchase not stored, reverting %s: %s", purchase.code, error)
             if sold_now:
                 self._revert(keys, purchase.code)
             raise SaleError("unavailable") from None
@@ -215,8 +215,8 @@ class SaleService:
     def _revert(self, keys: SaleKeys, code: str) -> None:
         try:
             self.inventory.revert(keys, code)
-        except RedisError:
-            log.warning("revert of %s left to the sweeper", code, exc_info=True)
+        except RedisError as error:
+            log.warning("revert of %s left to the sweeper: %s", code, error)
 
     def _purchase_from_records(self, code: str, sale_id: str, now: int) -> Purchase:
         """Redis no longer holds the sale: PostgreSQL answers for it."""
