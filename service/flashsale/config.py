@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+_TRUE = {"1", "true", "yes", "on"}
+
 
 class ConfigError(ValueError):
     """A setting in the environment is malformed; raised at start-up, never mid-request."""
@@ -41,6 +43,7 @@ class Settings:
     """Every knob of the service. Build it with `Settings.from_env()`; tests pass their own."""
 
     redis_url: str = ""
+    redis_cluster: bool = False
     database_url: str = ""
     port: int = 8080
     items: int = 10_000
@@ -59,12 +62,16 @@ class Settings:
     pg_pool_size: int = 20
     pg_connect_timeout: int = 3
     pg_statement_timeout_ms: int = 5000
+    # How old a purchase left pending (sold in Redis, not confirmed in PostgreSQL) must be before
+    # the sweeper settles it: longer than any web request can still be writing it.
+    pending_grace: float = 60.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
         return cls(
             redis_url=env.get("REDIS_URL", ""),
+            redis_cluster=env.get("FLASHSALE_REDIS_CLUSTER", "").strip().lower() in _TRUE,
             database_url=env.get("DATABASE_URL", ""),
             port=_int(env, "PORT", 8080, minimum=0),
             items=_int(env, "FLASHSALE_ITEMS", 10_000, minimum=1),
@@ -83,6 +90,7 @@ class Settings:
             pg_pool_size=_int(env, "FLASHSALE_PG_POOL_SIZE", 20, minimum=1),
             pg_connect_timeout=_int(env, "FLASHSALE_PG_CONNECT_TIMEOUT", 3, minimum=1),
             pg_statement_timeout_ms=_int(env, "FLASHSALE_PG_STATEMENT_TIMEOUT_MS", 5000, minimum=1),
+            pending_grace=_float(env, "FLASHSALE_PENDING_GRACE", 60.0, minimum=1.0),
         )
 
     def require_stores(self) -> None:

@@ -346,10 +346,21 @@ class RedisServer(_Server):
 
     name = "redis"
 
-    def __init__(self, state_dir: Path, port: int, *, executable: Path, appendonly: bool) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        port: int,
+        *,
+        executable: Path,
+        appendonly: bool,
+        cluster: bool = False,
+    ) -> None:
         super().__init__(state_dir, port)
         self.executable = executable
         self.appendonly = appendonly
+        self.cluster = cluster
+        # The bus port defaults to port + 10000, past 65535 for most free ports: pick one too.
+        self.bus_port = _free_port() if cluster else 0
         self.data_dir = self.state_dir / "redis"
         self.config_path = self.state_dir / "redis.conf"
 
@@ -378,10 +389,18 @@ class RedisServer(_Server):
                     'save ""',  # no RDB snapshots: AOF or nothing
                     f"appendonly {'yes' if self.appendonly else 'no'}",
                     "appendfsync everysec",
+                    *(self._cluster_lines() if self.cluster else []),
                     "",
                 ]
             )
         )
+
+    def _cluster_lines(self) -> list[str]:
+        return [
+            "cluster-enabled yes",
+            "cluster-config-file nodes.conf",
+            f"cluster-port {self.bus_port}",
+        ]
 
     def _argv(self) -> list[str]:
         return [str(self.executable), str(self.config_path)]
@@ -409,6 +428,67 @@ def start_redis(
     return _start_on_free_port(
         lambda port: RedisServer(state_dir, port, executable=exe, appendonly=appendonly)
     )
+
+
+class RedisClusterServers:
+    """A Redis Cluster of a few primaries on one machine, each owning a range of the slots."""
+
+    def __init__(self, nodes: list[RedisServer]) -> None:
+        self.nodes = nodes
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def start_redis_cluster(state_dir: Path, *, nodes: int = 3) -> RedisClusterServers:
+    """Start `nodes` cluster-enabled Redis servers, split the 16384 slots between them, and
+    introduce them to each other; returns once the cluster says it is ok."""
+    exe = find_redis_server()
+    servers = [
+        _start_on_free_port(
+            lambda port, i=i: RedisServer(
+                state_dir / f"node{i}", port, executable=exe, appendonly=False, cluster=True
+            )
+        )
+        for i in range(nodes)
+    ]
+    cluster = RedisClusterServers(servers)
+    try:
+        bounds = [16384 * i // nodes for i in range(nodes + 1)]
+        for server, start, end in zip(servers, bounds, bounds[1:], strict=False):
+            slots = " ".join(str(slot) for slot in range(start, end))
+            _redis_command(server.port, f"CLUSTER ADDSLOTS {slots}".encode())
+        for server in servers[1:]:
+            _redis_command(
+                servers[0].port, f"CLUSTER MEET {HOST} {server.port} {server.bus_port}".encode()
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while not all(_cluster_ok(server.port) for server in servers):
+            if time.monotonic() > deadline:
+                raise DevServerError("the Redis cluster did not reach cluster_state:ok")
+            time.sleep(0.1)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def _cluster_ok(port: int) -> bool:
+    import redis
+
+    with redis.Redis(host=HOST, port=port, socket_timeout=2, decode_responses=True) as client:
+        return client.cluster("INFO").get("cluster_state") == "ok"
 
 
 # --- PostgreSQL --------------------------------------------------------------------------------

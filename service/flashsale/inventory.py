@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
@@ -64,16 +65,27 @@ class SaleKeys:
 keys_for = lru_cache(maxsize=256)(SaleKeys)
 
 
-def connect(url: str, *, max_connections: int, timeout: float) -> redis.Redis:
-    """A client whose every call is bounded in time: a dead Redis gives an error, never a hang."""
+def connect(
+    url: str, *, max_connections: int, timeout: float, cluster: bool = False
+) -> redis.Redis | RedisCluster:
+    """A client whose every call is bounded in time: a dead Redis gives an error, never a hang.
+
+    With `cluster`, `url` names any node of a Redis Cluster: each sale's keys share one hash
+    tag, so every script runs on the one node that owns the sale's slot.
+    """
+    bounds = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "decode_responses": True,
+        "retry": Retry(NoBackoff(), 1),
+    }
+    if cluster:
+        return RedisCluster.from_url(url, max_connections=max_connections, **bounds)
     pool = redis.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
         timeout=timeout,  # waiting for a free connection
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        decode_responses=True,
-        retry=Retry(NoBackoff(), 1),
+        **bounds,
     )
     return redis.Redis(connection_pool=pool)
 

@@ -15,6 +15,7 @@ def build_inventory(settings: Settings) -> Inventory:
         settings.redis_url,
         max_connections=settings.redis_max_connections,
         timeout=settings.redis_timeout,
+        cluster=settings.redis_cluster,
     )
     return Inventory(client)
 
