@@ -57,6 +57,7 @@ class Settings:
     drain_interval: float = 1.0
     preload_seconds: int = 30
     log_level: str = "INFO"
+    access_log: bool = True
     redis_max_connections: int = 256
     redis_timeout: float = 2.0
     pg_pool_size: int = 20
@@ -85,6 +86,7 @@ class Settings:
             drain_interval=_float(env, "FLASHSALE_DRAIN_INTERVAL", 1.0, minimum=0.05),
             preload_seconds=_int(env, "FLASHSALE_PRELOAD_SECONDS", 30),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
+            access_log=env.get("FLASHSALE_ACCESS_LOG", "on").strip().lower() in _TRUE,
             redis_max_connections=_int(env, "FLASHSALE_REDIS_MAX_CONNECTIONS", 256, minimum=1),
             redis_timeout=_float(env, "FLASHSALE_REDIS_TIMEOUT", 2.0, minimum=0.01),
             pg_pool_size=_int(env, "FLASHSALE_PG_POOL_SIZE", 20, minimum=1),

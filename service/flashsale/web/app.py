@@ -149,7 +149,7 @@ class StatusPage:
 def create_app(service: SaleService) -> falcon.App:
     """The WSGI app of one worker: every route, the error shape, timing and the access log."""
     settings = service.settings
-    timing = RequestTiming(getattr(settings, "access_log", True), settings.log_level)
+    timing = RequestTiming(settings.access_log, settings.log_level)
     app = falcon.App(middleware=[timing])
     json = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json
