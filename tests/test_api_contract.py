@@ -341,7 +341,7 @@ def test_sale_ends_with_its_period(harness: Harness, stack: Stack, clock: Clock)
     clock.now = sale.ends_at
     for result in (stack.api.checkout("u3", 3), stack.api.checkout("u3", "no-such-item")):
         assert_error(result, 503, "no_active_sale")
-        # The next period's sale opens when the period ends: Retry-After says when.
+        # Nothing is open until the next period's sale is: the client is told to come back.
         assert retry_after(result) >= 1
     assert_error(stack.api.get("/sale/status"), 503, "no_active_sale")
     # The code handed out before the end can no longer be used...
