@@ -25,8 +25,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devservers.Red
 def test_a_sale_sells_out_exactly_on_redis_cluster(
     cluster: devservers.RedisClusterServers, service_env: dict[str, str], tmp_path: Path
 ) -> None:
-    env = {**service_env, "REDIS_URL": cluster.url, "FLASHSALE_REDIS_CLUSTER": "1",
-           "FLASHSALE_ITEMS": "60", "FLASHSALE_USER_LIMIT": "5"}
+    env = {
+        **service_env,
+        "REDIS_URL": cluster.url,
+        "FLASHSALE_REDIS_CLUSTER": "1",
+        "FLASHSALE_ITEMS": "60",
+        "FLASHSALE_USER_LIMIT": "5",
+    }
     opened = flashsale("open-sale", env=env)
     assert '"loaded": true' in opened.stdout, opened.stderr
     sale_id = opened.stdout.split('"sale_id": "')[1].split('"')[0]
@@ -62,6 +67,8 @@ def test_a_sale_sells_out_exactly_on_redis_cluster(
     # All of the sale's keys hash to one slot, owned by one node.
     keys = keys_for(sale_id)
     probe = redis.Redis.from_url(cluster.url)
-    slots = {probe.execute_command("CLUSTER KEYSLOT", key)
-             for key in (keys.meta, keys.items, keys.codes, keys.outbox, keys.user("u1"))}
+    slots = {
+        probe.execute_command("CLUSTER KEYSLOT", key)
+        for key in (keys.meta, keys.items, keys.codes, keys.outbox, keys.user("u1"))
+    }
     assert len(slots) == 1

@@ -354,11 +354,13 @@ class RedisServer(_Server):
         executable: Path,
         appendonly: bool,
         cluster: bool = False,
+        replica_of: int | None = None,
     ) -> None:
         super().__init__(state_dir, port)
         self.executable = executable
         self.appendonly = appendonly
         self.cluster = cluster
+        self.replica_of = replica_of
         # The bus port defaults to port + 10000, past 65535 for most free ports: pick one too.
         self.bus_port = _free_port() if cluster else 0
         self.data_dir = self.state_dir / "redis"
@@ -390,6 +392,7 @@ class RedisServer(_Server):
                     f"appendonly {'yes' if self.appendonly else 'no'}",
                     "appendfsync everysec",
                     *(self._cluster_lines() if self.cluster else []),
+                    *([f"replicaof {HOST} {self.replica_of}"] if self.replica_of else []),
                     "",
                 ]
             )
@@ -428,6 +431,100 @@ def start_redis(
     return _start_on_free_port(
         lambda port: RedisServer(state_dir, port, executable=exe, appendonly=appendonly)
     )
+
+
+class RedisSentinel(RedisServer):
+    """A Redis Sentinel watching one primary, named `flashsale`, quick to fail it over."""
+
+    name = "redis-sentinel"
+    master_name = "flashsale"
+
+    def __init__(self, state_dir: Path, port: int, *, executable: Path, primary_port: int):
+        super().__init__(state_dir, port, executable=executable, appendonly=False)
+        self.primary_port = primary_port
+
+    @property
+    def url(self) -> str:
+        """What the service takes as REDIS_URL: the sentinels and the name they watch."""
+        return f"redis+sentinel://{HOST}:{self.port}/{self.master_name}"
+
+    def _prepare(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        name = self.master_name
+        self.config_path.write_text(
+            "\n".join(
+                [
+                    f"bind {HOST}",
+                    f"port {self.port}",
+                    f'dir "{self.state_dir}"',
+                    'logfile ""',
+                    f"sentinel monitor {name} {HOST} {self.primary_port} 1",
+                    f"sentinel down-after-milliseconds {name} 1000",
+                    f"sentinel failover-timeout {name} 5000",
+                    "",
+                ]
+            )
+        )
+
+    def _argv(self) -> list[str]:
+        return [str(self.executable), str(self.config_path), "--sentinel"]
+
+    def _shutdown(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+
+
+class RedisSentinelServers:
+    """A primary, its replica and a sentinel: a failover in miniature."""
+
+    def __init__(self, primary: RedisServer, replica: RedisServer, sentinel: RedisSentinel):
+        self.primary, self.replica, self.sentinel = primary, replica, sentinel
+
+    @property
+    def url(self) -> str:
+        return self.sentinel.url
+
+    def primary_port(self) -> int:
+        """The port of the node the sentinel currently names as primary."""
+        import redis
+
+        with redis.Redis(host=HOST, port=self.sentinel.port, decode_responses=True) as client:
+            _, port = client.sentinel_get_master_addr_by_name(self.sentinel.master_name)
+        return int(port)
+
+    def stop(self) -> None:
+        for server in (self.sentinel, self.replica, self.primary):
+            server.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def start_redis_sentinel(state_dir: Path) -> RedisSentinelServers:
+    """A primary (AOF on), a replica of it, and a sentinel; returns once the replica is in sync."""
+    exe = find_redis_server()
+    primary = start_redis(state_dir / "primary", executable=exe)
+    replica = _start_on_free_port(
+        lambda port: RedisServer(
+            state_dir / "replica", port, executable=exe, appendonly=True, replica_of=primary.port
+        )
+    )
+    sentinel = _start_on_free_port(
+        lambda port: RedisSentinel(
+            state_dir / "sentinel", port, executable=exe, primary_port=primary.port
+        )
+    )
+    servers = RedisSentinelServers(primary, replica, sentinel)
+    deadline = time.monotonic() + START_TIMEOUT
+    while b"master_link_status:up" not in _redis_command(replica.port, b"INFO replication"):
+        if time.monotonic() > deadline:
+            servers.stop()
+            raise DevServerError("the replica did not sync with the primary")
+        time.sleep(0.1)
+    return servers
 
 
 class RedisClusterServers:

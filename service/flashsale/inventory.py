@@ -8,14 +8,17 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from flashsale.batching import Batcher, under_gevent
+from flashsale.config import ConfigError
 from flashsale.domain import Purchase
 
 # Sales whose outboxes may hold attempts; the drainer walks this set.
@@ -71,7 +74,9 @@ def connect(
     """A client whose every call is bounded in time: a dead Redis gives an error, never a hang.
 
     With `cluster`, `url` names any node of a Redis Cluster: each sale's keys share one hash
-    tag, so every script runs on the one node that owns the sale's slot.
+    tag, so every script runs on the one node that owns the sale's slot. A
+    `redis+sentinel://host:port,.../<master>` URL follows the primary its sentinels name, also
+    across a failover.
     """
     bounds = {
         "socket_timeout": timeout,
@@ -81,6 +86,10 @@ def connect(
     }
     if cluster:
         return RedisCluster.from_url(url, max_connections=max_connections, **bounds)
+    if url.startswith(SENTINEL_SCHEME):
+        sentinels, master, db = _parse_sentinel_url(url)
+        watchers = Sentinel(sentinels, sentinel_kwargs={"socket_timeout": timeout}, **bounds)
+        return watchers.master_for(master, db=db, max_connections=max_connections)
     pool = redis.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
@@ -88,6 +97,22 @@ def connect(
         **bounds,
     )
     return redis.Redis(connection_pool=pool)
+
+
+SENTINEL_SCHEME = "redis+sentinel://"
+
+
+def _parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int]:
+    """redis+sentinel://host:port[,host:port...]/<master name>[/<db>]"""
+    parts = urlsplit(url)
+    sentinels = []
+    for address in parts.netloc.split(","):
+        host, _, port = address.rpartition(":")
+        sentinels.append((host, int(port or 26379)))
+    master, _, db = parts.path.strip("/").partition("/")
+    if not master:
+        raise ConfigError(f"{url!r} names no master: redis+sentinel://host:port/<master name>")
+    return sentinels, master, int(db or 0)
 
 
 def _script_text(name: str) -> str:
