@@ -7,9 +7,12 @@ servers stay up for everyone else."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import falcon.testing
 import pytest
@@ -47,14 +50,18 @@ def redis_server(
 
 
 @pytest.fixture(scope="session")
-def postgres_server(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[devservers.PostgresServer | ExternalServer]:
+def postgres_server() -> Iterator[devservers.PostgresServer | ExternalServer]:
     if url := os.environ.get("DATABASE_URL"):
         yield ExternalServer(url)
         return
-    with devservers.start_postgres(tmp_path_factory.mktemp("postgres")) as server:
-        yield server
+    # Not under pytest's temp root: a second pytest run resets that to 0700, which would lock
+    # the postgres user out of a server still in use.
+    state = Path(tempfile.mkdtemp(prefix="flashsale-test-pg-"))
+    try:
+        with devservers.start_postgres(state) as server:
+            yield server
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture
