@@ -20,7 +20,7 @@ from flashsale.config import Settings
 from flashsale.domain import Purchase, Reservation, Sale, SaleError, printable
 from flashsale.inventory import Inventory, SaleKeys, keys_for
 from flashsale.metrics import CHECKOUTS, PURCHASES
-from flashsale.records import AttemptRow, Database, DatabaseError
+from flashsale.records import AttemptRow, Database, DatabaseError, surely_not_written
 
 log = logging.getLogger(__name__)
 
@@ -193,9 +193,13 @@ class SaleService:
         try:
             stored = self.database.save_purchase(purchase)
         except DatabaseError as error:
-            log.warning("purchase not stored, reverting %s: %s", purchase.code, error)
-            if sold_now:
+            if sold_now and surely_not_written(error):
+                log.warning("purchase not stored, reverting %s: %s", purchase.code, error)
                 self._revert(keys, purchase.code)
+            elif sold_now:
+                # It may have committed: reverting could free an item PostgreSQL holds as sold.
+                # It stays pending; the sweeper settles it against PostgreSQL after the grace.
+                log.warning("purchase outcome unknown, left pending %s: %s", purchase.code, error)
             raise SaleError("unavailable") from None
         if stored.code != purchase.code:
             # PostgreSQL sold the item to another code while Redis was being restored: it wins.

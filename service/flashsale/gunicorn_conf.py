@@ -3,12 +3,16 @@ Prometheus multiprocess housekeeping, and the pod's outbox drainer as a child of
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import threading
+import weakref
 from pathlib import Path
 
 from flashsale.config import Settings
@@ -54,6 +58,48 @@ def child_exit(server, worker) -> None:
 
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker) -> None:
+    """On SIGTERM, also end idle keep-alive connections, so a graceful stop lasts as long as
+    the requests in flight and not the whole graceful_timeout (gunicorn's gevent worker leaves
+    idle keep-alive connections open until keepalive expires, then gets killed)."""
+    # Weak: a connection the client closed leaves the set with its socket object.
+    worker.idle_connections = weakref.WeakSet()
+    handle_exit = worker.handle_exit
+
+    def on_sigterm(signum, frame) -> None:
+        handle_exit(signum, frame)
+        for sock in list(worker.idle_connections):
+            _end_reading(sock)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _end_reading(sock: socket.socket) -> None:
+    """The handler's next read sees end-of-stream and closes the connection."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)
+
+
+def pre_request(worker, req) -> None:
+    idle = getattr(worker, "idle_connections", None)
+    sock = getattr(req.unreader, "sock", None)
+    if idle is not None and sock is not None:
+        idle.discard(sock)
+
+
+def post_request(worker, req, environ, resp) -> None:
+    """Between requests a connection is idle; once the worker is stopping, it is closed."""
+    sock = environ.get("gunicorn.socket")
+    idle = getattr(worker, "idle_connections", None)
+    if sock is None or idle is None:
+        return
+    if worker.alive:
+        idle.add(sock)
+    else:
+        idle.discard(sock)
+        _end_reading(sock)
 
 
 def when_ready(server) -> None:

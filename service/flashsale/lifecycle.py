@@ -26,9 +26,9 @@ log = logging.getLogger(__name__)
 
 # Redis keeps a sale this long after its end, so late retries and audits find it.
 KEEP_AFTER_END_MS = 24 * 3600 * 1000
-# A purchase pending this long has no web request left that could still confirm or revert it
-# (the gunicorn worker timeout and the database timeouts are all shorter).
-PENDING_GRACE_MS = 60_000
+# A purchase pending longer than settings.pending_grace (default 60 s) has no web request left
+# that could still confirm or revert it (the gunicorn worker timeout and the database timeouts
+# are all shorter).
 # How long an outbox stays registered after its sale ended: writers compute the current sale
 # from their clock, so none writes to an old sale's outbox past this.
 OUTBOX_LINGER_MS = 5 * 60 * 1000
@@ -199,7 +199,8 @@ class SaleKeeper:
         """Purchases a crashed worker left between Redis and PostgreSQL: confirm what
         PostgreSQL holds, revert the rest (no client ever heard 200 for those)."""
         keys = keys_for(sale_id)
-        stale = self.inventory.client.zrangebyscore(keys.pending, "-inf", now_ms - PENDING_GRACE_MS)
+        grace_ms = int(self.settings.pending_grace * 1000)
+        stale = self.inventory.client.zrangebyscore(keys.pending, "-inf", now_ms - grace_ms)
         if not stale:
             return 0, 0
         stored = self.database.purchases_at(sale_id, stale)

@@ -20,8 +20,19 @@ from flashsale.domain import Purchase, Sale
 DatabaseError = psycopg2.Error
 
 
-class PoolExhausted(psycopg2.OperationalError):
+class Unreachable(psycopg2.OperationalError):
+    """No connection could be had, so nothing was sent and nothing was written."""
+
+
+class PoolExhausted(Unreachable):
     """Every connection stayed busy for the whole wait: the database is too slow or away."""
+
+
+def surely_not_written(error: DatabaseError) -> bool:
+    """Whether a failed transaction certainly did not commit: nothing was sent, or the server
+    itself answered with an error (and rolled back). A connection lost mid-way, perhaps during
+    COMMIT, leaves the outcome unknown: only PostgreSQL can tell later."""
+    return isinstance(error, Unreachable) or getattr(error, "pgcode", None) is not None
 
 
 def _ts(epoch_ms: int) -> datetime:
@@ -79,7 +90,10 @@ class Database:
         if not self._slots.acquire(timeout=self._wait):
             raise PoolExhausted("no database connection became free in time")
         try:
-            conn = self._idle.pop() if self._idle else psycopg2.connect(**self._connect_args)
+            try:
+                conn = self._idle.pop() if self._idle else psycopg2.connect(**self._connect_args)
+            except psycopg2.OperationalError as error:
+                raise Unreachable(str(error).strip()) from error
             broken = False
             try:
                 with conn, conn.cursor() as cur:
