@@ -1,0 +1,1 @@
+"""Fault tests: real servers, real processes, a real fault in the middle of a sale."""

@@ -1,0 +1,87 @@
+"""A store that stops answering without closing its connections (a frozen process, a network
+partition): only the timeouts stand between the service and a hang."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import psycopg2
+import redis
+import requests
+
+from flashsale import devservers
+from tests.faults.conftest import ITEMS, USER_LIMIT
+from tests.faults.harness import Shoppers, Tally, check_sale, query, sale_id_of, sell_out
+from tests.support import serving
+
+FROZEN_SECONDS = 4
+
+
+def test_frozen_redis_gives_quick_503s_then_recovers(fault_env: dict[str, str], tmp_path: Path):
+    """Redis is SIGSTOPped under load: its sockets stay open but nothing answers. Every
+    request still gets an answer, 503 `unavailable`, within FLASHSALE_REDIS_TIMEOUT (0.5 s
+    here), not a hang; when it resumes, the sale goes on and sells out exactly."""
+    with devservers.start_redis(tmp_path / "redis", appendonly=True) as store:
+        env = {**fault_env, "REDIS_URL": store.url}
+        sale_id = sale_id_of(env)
+        pid = redis.Redis.from_url(store.url).info("server")["process_id"]
+        with serving(env, tmp_path, workers=2) as (base, _):
+            shoppers = Shoppers(base, items=ITEMS, users=80, threads=8)
+            with shoppers.running(timeout=50):
+                assert shoppers.wait_until(lambda: shoppers.purchased() >= ITEMS // 3, 30)
+                os.kill(pid, signal.SIGSTOP)
+                try:
+                    frozen_at = time.monotonic()
+                    time.sleep(1)
+                    # One more client, on its own: answered (not hung) with 503 unavailable.
+                    probe = requests.post(f"{base}/checkout",
+                                          params={"user_id": "probe", "id": "1"}, timeout=15)
+                    time.sleep(FROZEN_SECONDS - 1)
+                    during = shoppers.tally.since(frozen_at)
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+                assert probe.status_code == 503, probe.text
+                assert probe.json()["error"]["code"] == "unavailable"
+                assert during[("/checkout", "unavailable")] > 0, during
+                assert not [k for k in during if k[1] not in ("unavailable", "ok")
+                            and k[0] == "/purchase"], during
+            sell_out(shoppers, env, sale_id, ITEMS)
+            check_sale(env, sale_id, shoppers.tally, sold=ITEMS, limit=USER_LIMIT)
+
+
+def test_stuck_postgres_purchases_time_out_into_503_and_are_undone(fault_env: dict[str, str],
+                                                                   tmp_path: Path):
+    """INSERTs into purchases are blocked (the test holds a lock on the table): after the
+    statement timeout (2 s here) the purchase answers 503 `unavailable`, Redis undoes the sale
+    (the server said the statement failed, so nothing was written), and once the lock goes the
+    same code buys the item: no 200 for anything PostgreSQL does not hold."""
+    env = {**fault_env, "FLASHSALE_CHECKOUT_TTL": "60"}
+    sale_id = sale_id_of(env)
+    with serving(env, tmp_path, workers=2) as (base, _):
+        reserved = requests.post(f"{base}/checkout", params={"user_id": "u1", "id": "1"},
+                                 timeout=10)
+        assert reserved.status_code == 200
+        code = reserved.json()["code"]
+        locker = psycopg2.connect(env["DATABASE_URL"])
+        locker.cursor().execute("LOCK TABLE purchases IN ACCESS EXCLUSIVE MODE")
+        try:
+            stuck = requests.post(f"{base}/purchase", params={"code": code}, timeout=15)
+        finally:
+            locker.rollback()
+            locker.close()
+        assert stuck.status_code == 503, stuck.text
+        assert stuck.json()["error"]["code"] == "unavailable"
+        status = requests.get(f"{base}/sale/status", timeout=10).json()
+        assert status["items_sold"] == 0  # undone in Redis: the reservation is back
+        retried = requests.post(f"{base}/purchase", params={"code": code}, timeout=10)
+        assert retried.status_code == 200, retried.text
+        assert query(env, "SELECT count(*) FROM purchases") == [(1,)]
+        tally = Tally()
+        tally.checkouts.append(("u1", "1", 200, "ok", code))
+        tally.purchases.append((code, 200, retried.json()))
+        check_sale(env, sale_id, tally, sold=1, limit=USER_LIMIT)
+
+

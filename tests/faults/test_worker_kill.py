@@ -1,0 +1,41 @@
+"""kill -9 of a gunicorn worker in the middle of a sell-out."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from tests.faults.conftest import ITEMS, USER_LIMIT
+from tests.faults.harness import (
+    Shoppers,
+    alive,
+    check_sale,
+    gunicorn_children,
+    sale_id_of,
+    sell_out,
+)
+from tests.support import serving
+
+
+def test_sale_completes_after_a_worker_is_killed(fault_env: dict[str, str], tmp_path: Path):
+    """The master replaces the dead worker; what the dead one had in flight is either done (in
+    Redis and the outbox, atomically) or undone: a purchase it left half-way is settled by the
+    drainer against PostgreSQL, a reservation it handed out to nobody expires back to stock."""
+    sale_id = sale_id_of(fault_env)
+    with serving(fault_env, tmp_path, workers=2) as (base, proc):
+        workers, _ = gunicorn_children(proc.pid)
+        assert len(workers) == 2
+        shoppers = Shoppers(base, items=ITEMS, users=80, threads=8)
+        with shoppers.running(timeout=50):
+            assert shoppers.wait_until(lambda: shoppers.purchased() >= ITEMS // 3, 30)
+            os.kill(workers[0], signal.SIGKILL)
+            assert shoppers.wait_until(lambda: not alive(workers[0]), 5)
+            # The master notices and forks a replacement.
+            assert shoppers.wait_until(
+                lambda: len(gunicorn_children(proc.pid)[0]) == 2
+                and workers[0] not in gunicorn_children(proc.pid)[0], 20)
+        assert shoppers.sold_out.is_set(), shoppers.tally.statuses
+        # With the server still up: its drainer empties the outbox and settles what is pending.
+        sell_out(shoppers, fault_env, sale_id, ITEMS)
+        check_sale(fault_env, sale_id, shoppers.tally, sold=ITEMS, limit=USER_LIMIT)

@@ -1,0 +1,223 @@
+"""Hostile and broken requests against a running `flashsale serve` (gunicorn, gevent workers):
+oversized or malformed request lines, invalid UTF-8, repeated parameters, huge or too many
+headers. Each gets a 4xx (never a 500, never a hang), the workers survive it, and every
+checkout request that reached the application has its attempt row.
+
+Request-line and header limits are gunicorn's (flashsale/gunicorn_conf.py): it answers them
+itself, before the application runs, so those answers are gunicorn's plain 400 rather than the
+contract's JSON error; everything past the parser gets the contract's error shape.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from flashsale import gunicorn_conf
+from flashsale.inventory import keys_for
+from tests.faults.harness import gunicorn_children, query, served_stack
+
+WORKERS: list[int] = []  # the server's workers when the module started
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, redis_server: Any,
+           postgres_server: Any) -> Iterator[tuple[str, dict[str, str]]]:
+    with served_stack(redis_server.url, postgres_server.url,
+                      tmp_path_factory.mktemp("bad-input"), redis_db=10,
+                      workers=2) as (base, env, proc):
+        WORKERS[:] = [proc.pid, *gunicorn_children(proc.pid)[0]]
+        yield base, env
+
+
+def raw(base: str, request: bytes, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes as they are (no client library fixes them up); parse the answer."""
+    address = urlsplit(base)
+    with socket.create_connection((address.hostname, address.port), timeout=timeout) as sock:
+        sock.sendall(request)
+        data = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    pairs = (line.partition(":") for line in lines[1:])
+    headers = {k.strip().lower(): v.strip() for k, _, v in pairs}
+    return status, headers, body
+
+
+def request(target: bytes, *headers: bytes, method: bytes = b"POST") -> bytes:
+    lines = [method + b" " + target + b" HTTP/1.1", b"Host: test", b"Connection: close",
+             *headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def contract_error(status: int, headers: dict[str, str], body: bytes, code: str) -> None:
+    import json
+
+    assert headers.get("content-type", "").startswith("application/json"), headers
+    error = json.loads(body)["error"]
+    assert error["code"] == code and error["message"], error
+
+
+def still_healthy(base: str) -> None:
+    assert requests.get(f"{base}/healthz", timeout=10).status_code == 200
+
+
+# --- limits of the HTTP parser (gunicorn) ------------------------------------------------------
+
+
+def test_oversized_request_line_is_refused_by_the_parser(server):
+    base, _ = server
+    target = b"/checkout?user_id=" + b"u" * gunicorn_conf.limit_request_line + b"&id=1"
+    status, _, _ = raw(base, request(target))
+    assert status in (400, 414)
+    still_healthy(base)
+
+
+def test_huge_header_is_refused(server):
+    base, _ = server
+    huge = b"X-Junk: " + b"j" * (gunicorn_conf.limit_request_field_size + 10)
+    status, _, _ = raw(base, request(b"/checkout?user_id=u1&id=1", huge))
+    assert status in (400, 431)
+    still_healthy(base)
+
+
+def test_too_many_headers_are_refused(server):
+    base, _ = server
+    many = [b"X-H%d: v" % n for n in range(gunicorn_conf.limit_request_fields + 5)]
+    status, _, _ = raw(base, request(b"/checkout?user_id=u1&id=1", *many))
+    assert status in (400, 431)
+    still_healthy(base)
+
+
+def test_garbage_instead_of_http_is_refused(server):
+    base, _ = server
+    status, _, _ = raw(base, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n")
+    assert status == 400
+    status, _, _ = raw(base, b"POST /checkout?user_id=u1&id=1 HTTP/9.9\r\n\r\n")
+    assert 400 <= status < 500
+    # Bytes that are not ASCII in the request line itself (not percent-encoded).
+    status, _, _ = raw(base, request(b"/checkout?user_id=u\xff\xfe1&id=1"))
+    assert status == 400
+    still_healthy(base)
+
+
+def test_a_client_that_sends_half_a_request_does_not_hold_a_worker(server):
+    """Slowloris: connections that never finish their request cost a greenlet each, not a
+    worker; the others are served meanwhile."""
+    base, _ = server
+    address = urlsplit(base)
+    stalled = []
+    for _ in range(50):
+        sock = socket.create_connection((address.hostname, address.port), timeout=10)
+        sock.sendall(b"POST /checkout?user_id=slow&id=1 HTTP/1.1\r\nHost: x\r\n")
+        stalled.append(sock)
+    try:
+        for _ in range(5):
+            still_healthy(base)
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+# --- malformed input that reaches the application ----------------------------------------------
+
+BAD_TARGETS = {
+    "invalid utf-8 user_id": b"/checkout?user_id=%FF%FE%FD&id=1",
+    "broken percent escape": b"/checkout?user_id=%ZZ%&id=1",
+    "lone percent": b"/checkout?user_id=%&id=%",
+    "NUL escaped": b"/checkout?user_id=u%001&id=1",
+    "repeated user_id": b"/checkout?user_id=a&user_id=b&id=1",
+    "repeated id": b"/checkout?user_id=a&id=1&id=2",
+    "array syntax": b"/checkout?user_id[]=a&id=1",
+    "no values": b"/checkout?user_id&id",
+    "only separators": b"/checkout?&&&=&=",
+    "long user_id": b"/checkout?user_id=" + b"x" * 3000 + b"&id=1",
+    "emoji": b"/checkout?user_id=%F0%9F%98%80&id=1",
+    "overlong utf-8 slash": b"/checkout?user_id=%C0%AF&id=1",
+    "surrogate": b"/checkout?user_id=%ED%A0%80&id=1",
+}
+
+
+def test_malformed_checkouts_are_400_and_every_one_is_recorded(server):
+    base, env = server
+    sale_id = query(env, "SELECT sale_id FROM sales")[0][0]
+    before = query(env, "SELECT count(*) FROM checkout_attempts"
+                        " WHERE outcome = 'invalid_request'")[0][0]
+    for name, target in BAD_TARGETS.items():
+        status, headers, body = raw(base, request(target))
+        assert status == 400, name
+        contract_error(status, headers, body, "invalid_request")
+    # Each reached the app, so each is an attempt row (drained within the drain interval).
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        after = query(env, "SELECT count(*) FROM checkout_attempts"
+                           " WHERE outcome = 'invalid_request'")[0][0]
+        if after - before >= len(BAD_TARGETS):
+            break
+        time.sleep(0.1)
+    assert after - before == len(BAD_TARGETS)
+    # Stored as text PostgreSQL accepts (no NUL, valid UTF-8), bounded in size.
+    longest = query(env, "SELECT max(length(user_id)) FROM checkout_attempts")[0][0]
+    assert longest <= 256
+    assert keys_for(sale_id)  # the sale is still the open one
+    still_healthy(base)
+
+
+@pytest.mark.parametrize("target", [
+    b"/purchase?code=%FF%FE", b"/purchase?code=a.b&code=c.d", b"/purchase?code=",
+    b"/purchase?code=" + b"c" * 3000, b"/purchase?code=%00",
+    b"/sale/items?limit=%FF", b"/sale/items?limit=1&limit=2", b"/sale/items?limit=1e3",
+    b"/sale/items?cursor=%FF%FE", b"/sale/items?limit=99999999999999999999999",
+], ids=lambda t: t.decode("latin-1")[:40])
+def test_malformed_purchases_and_pages_are_400(server, target):
+    base, _ = server
+    method = b"POST" if target.startswith(b"/purchase") else b"GET"
+    status, headers, body = raw(base, request(target, method=method))
+    assert status == 400, body
+    contract_error(status, headers, body, "invalid_request")
+
+
+@pytest.mark.parametrize("method,target,status,code", [
+    (b"GET", b"/checkout?user_id=u1&id=1", 405, "method_not_allowed"),
+    (b"DELETE", b"/purchase?code=x", 405, "method_not_allowed"),
+    (b"GET", b"/no/such/route", 404, "not_found"),
+    (b"GET", b"/images/%FF/1.svg", 404, "item_not_found"),
+    (b"GET", b"/images/../../etc/passwd", 404, "not_found"),
+])
+def test_wrong_routes_and_methods_answer_in_the_error_shape(server, method, target, status,
+                                                            code):
+    base, _ = server
+    got, headers, body = raw(base, request(target, method=method))
+    assert got == status, body
+    contract_error(got, headers, body, code)
+
+
+def test_a_request_body_is_ignored_and_bounded(server):
+    """Parameters come from the query string only; a large body changes nothing."""
+    base, _ = server
+    body = b"user_id=evil&id=1" + b"x" * 100_000
+    answer = requests.post(f"{base}/checkout?user_id=body-test&id=2", data=body, timeout=10)
+    assert answer.status_code == 200, answer.text
+
+
+def test_no_worker_died_on_any_of_it(server):
+    """Run last in this module: the workers that started are the ones still serving."""
+    base, _ = server
+    master, *workers = WORKERS
+    assert len(workers) == 2
+    assert gunicorn_children(master)[0] == workers, "a worker died and was replaced"
+    still_healthy(base)

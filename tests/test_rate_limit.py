@@ -1,0 +1,158 @@
+"""Rate limits against a running `flashsale serve` with two workers: a token bucket per user
+and per client address, kept in Redis and spent inside the checkout/purchase script, so every
+worker and every pod shares one bucket and concurrent requests cannot overspend it.
+
+The buckets here refill slowly (one token per 10 s, a bucket of one), so the bound on what may
+pass is computed from the time the burst really took, never assumed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.faults.harness import query, served_stack
+
+SLOW = "0.1"  # tokens per second: the bucket holds one and refills in 10 s
+
+
+@pytest.fixture
+def serve(tmp_path: Path, redis_server: Any, postgres_server: Any):
+    """serve(**settings) -> (base, env) of a server with those settings, stopped after."""
+    stacks = []
+
+    def start(**settings: str) -> tuple[str, dict[str, str]]:
+        stack = served_stack(redis_server.url, postgres_server.url, tmp_path, redis_db=11,
+                             workers=2, **settings)
+        stacks.append(stack)
+        base, env, _ = stack.__enter__()
+        return base, env
+
+    yield start
+    for stack in stacks:
+        stack.__exit__(None, None, None)
+
+
+def checkout(base: str, user: str, item: int, **headers: str) -> requests.Response:
+    return requests.post(f"{base}/checkout", params={"user_id": user, "id": str(item)},
+                         headers=headers, timeout=10)
+
+
+def assert_limited(answer: requests.Response) -> None:
+    assert answer.status_code == 429, answer.text
+    assert answer.json()["error"]["code"] == "rate_limited"
+    assert answer.json()["error"]["message"]
+    assert int(answer.headers["Retry-After"]) >= 1
+
+
+def allowed_at_most(rate: float, elapsed: float, capacity: float = 1) -> int:
+    return int(capacity + rate * elapsed)
+
+
+def burst(requests_: list[Any], threads: int = 20) -> tuple[list[requests.Response], float]:
+    """Send the calls from many threads at once; returns the answers and the time it took."""
+    answers: list[requests.Response] = []
+    lock = threading.Lock()
+    queue = list(requests_)
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                call = queue.pop()
+            answer = call()
+            with lock:
+                answers.append(answer)
+
+    started = time.monotonic()
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(60)
+    return answers, time.monotonic() - started
+
+
+def drained_outcomes(env: dict[str, str], expected: int) -> Counter:
+    deadline = time.monotonic() + 20
+    while True:
+        rows = query(env, "SELECT outcome FROM checkout_attempts")
+        if len(rows) >= expected or time.monotonic() > deadline:
+            return Counter(outcome for (outcome,) in rows)
+        time.sleep(0.1)
+
+
+def test_one_user_cannot_overspend_the_bucket_across_workers(serve):
+    """40 concurrent checkouts of one user, spread over both workers: only what the bucket
+    holds passes; every refused one is a 429 with Retry-After, and is recorded as an attempt."""
+    base, env = serve(FLASHSALE_RATE_PER_USER=SLOW)
+    answers, elapsed = burst([lambda n=n: checkout(base, "greedy", n % 20 + 1)
+                              for n in range(40)])
+    passed = [a for a in answers if a.status_code != 429]
+    assert 1 <= len(passed) <= allowed_at_most(float(SLOW), elapsed)
+    for answer in answers:
+        if answer.status_code == 429:
+            assert_limited(answer)
+    # Another user is not slowed down by the greedy one.
+    assert checkout(base, "patient", 1).status_code in (200, 409)
+    # Rate-limited checkouts are still checkout attempts: one row each.
+    outcomes = drained_outcomes(env, len(answers) + 1)
+    assert outcomes["rate_limited"] == len(answers) - len(passed)
+    assert sum(outcomes.values()) == len(answers) + 1
+
+
+def test_purchases_spend_the_same_users_bucket(serve):
+    base, env = serve(FLASHSALE_RATE_PER_USER=SLOW)
+    reserved = checkout(base, "buyer", 1)
+    assert reserved.status_code == 200
+    code = reserved.json()["code"]
+    assert_limited(requests.post(f"{base}/purchase", params={"code": code}, timeout=10))
+    assert query(env, "SELECT count(*) FROM purchases") == [(0,)]
+
+
+def test_per_address_limit_ignores_proxy_headers_unless_trusted(serve):
+    """Without FLASHSALE_CLIENT_IP_HEADER the address is the TCP peer: a client cannot dodge
+    the limit by inventing X-Forwarded-For values."""
+    base, _ = serve(FLASHSALE_RATE_PER_IP=SLOW)
+    answers, elapsed = burst([
+        lambda n=n: checkout(base, f"user-{n}", n % 20 + 1,
+                             **{"X-Forwarded-For": f"10.0.0.{n}"})
+        for n in range(30)
+    ])
+    passed = [a for a in answers if a.status_code != 429]
+    assert 1 <= len(passed) <= allowed_at_most(float(SLOW), elapsed)
+    for answer in answers:
+        if answer.status_code == 429:
+            assert_limited(answer)
+
+
+def test_per_address_limit_behind_a_trusted_proxy(serve):
+    """With FLASHSALE_CLIENT_IP_HEADER set (behind an ingress), the right-most address of that
+    header is the client: the one the ingress appended. What the client put in front of it is
+    not trusted."""
+    base, _ = serve(FLASHSALE_RATE_PER_IP=SLOW, FLASHSALE_CLIENT_IP_HEADER="X-Forwarded-For")
+    # Different clients behind the ingress: each has its own bucket.
+    for n in range(10):
+        answer = checkout(base, f"user-{n}", n + 1, **{"X-Forwarded-For": f"192.0.2.{n}"})
+        assert answer.status_code == 200, answer.text
+    # One client forging different left-most hops: still one client.
+    answers, elapsed = burst([
+        lambda n=n: checkout(base, f"forger-{n}", n % 10 + 11,
+                             **{"X-Forwarded-For": f"203.0.113.{n}, 198.51.100.7"})
+        for n in range(20)
+    ])
+    passed = [a for a in answers if a.status_code != 429]
+    assert 1 <= len(passed) <= allowed_at_most(float(SLOW), elapsed)
+
+
+def test_limits_are_off_when_configured_off(serve):
+    base, _ = serve(FLASHSALE_RATE_PER_USER="0", FLASHSALE_RATE_PER_IP="0")
+    answers, _ = burst([lambda n=n: checkout(base, "anyone", n % 20 + 1) for n in range(30)])
+    assert not [a for a in answers if a.status_code == 429]
