@@ -379,6 +379,18 @@ def test_preloaded_next_sale_opens_on_the_second(
     assert s.client.simulate_get("/sale/status").json["sale_id"] == upcoming.sale_id
 
 
+def test_preload_window_longer_than_the_period_still_loads_the_very_next_sale(
+    service_env: dict[str, str], stacks: Any,
+) -> None:
+    # A 20 s demo period with the default 30 s window: the next sale, not the one after it.
+    settings = Settings.from_env({**service_env, "FLASHSALE_PERIOD": "20",
+                                  "FLASHSALE_PRELOAD_SECONDS": "30"})
+    boundary = (1_900_000_000 // 20 + 1) * 20
+    s = stacks(settings, Clock(boundary - 5))
+    current, upcoming = s.keeper.open_due(settings.preload_seconds)
+    assert (current.ends_at, upcoming.starts_at) == (boundary, boundary)
+
+
 # --- a purchase racing its own expiry ------------------------------------------------------
 
 

@@ -27,6 +27,15 @@ log = logging.getLogger(__name__)
 _STORE_ERRORS = (RedisError, DatabaseError)
 
 
+# Seconds a client is told to wait when no sale is open (see retry_after_no_sale).
+NO_SALE_RETRY_SECONDS = 5
+
+
+def _seconds(ms: int) -> int:
+    """Milliseconds as the whole seconds of a Retry-After header: rounded up, at least 1."""
+    return max(1, -(-ms // 1000))
+
+
 class SaleService:
     """The sale as the API sees it. Built once per worker; every method is safe for greenlets."""
 
@@ -59,9 +68,11 @@ class SaleService:
         period = self.settings.period
         return domain.sale_id_for(domain.period_start(at, period), period)
 
-    def seconds_to_next_sale(self, now_ms: int) -> int:
+    def retry_after_no_sale(self, now_ms: int) -> int:
+        """No sale is open: this period's is due any moment (an opener running late, a restore
+        under way), else the next period's. Retry soon, and no later than the next period."""
         period_ms = self.settings.period * 1000
-        return max(1, -(-(period_ms - now_ms % period_ms) // 1000))
+        return min(NO_SALE_RETRY_SECONDS, _seconds(period_ms - now_ms % period_ms))
 
     # --- checkout ---------------------------------------------------------------------------
 
@@ -104,11 +115,9 @@ class SaleService:
             return Reservation(code, sale_id, item_id, int(expires))
         retry_after = None
         if outcome == "rate_limited":
-            retry_after = max(1, -(-int(retry_ms) // 1000))
+            retry_after = _seconds(int(retry_ms))
         elif outcome == "no_active_sale":
-            retry_after = (
-                max(1, -(-int(retry_ms) // 1000)) if retry_ms else self.seconds_to_next_sale(now)
-            )
+            retry_after = _seconds(int(retry_ms)) if retry_ms else self.retry_after_no_sale(now)
         raise SaleError(outcome, retry_after=retry_after)
 
     def _register_outbox(self, sale_id: str) -> None:
@@ -180,7 +189,7 @@ class SaleService:
         if kind == "sale_missing":
             return self._purchase_from_records(code, sale_id, now)
         if kind == "rate_limited":
-            raise SaleError(kind, retry_after=max(1, -(-int(answer[1]) // 1000)))
+            raise SaleError(kind, retry_after=_seconds(int(answer[1])))
         if kind in ("code_not_found", "code_expired"):
             raise SaleError(kind)
         _, item_id, user_id, at_ms, _ = answer
@@ -255,7 +264,7 @@ class SaleService:
     def status(self) -> dict[str, Any]:
         snapshot = self.snapshot()
         if snapshot is None:
-            raise SaleError("no_active_sale", retry_after=self.seconds_to_next_sale(self.now_ms()))
+            raise SaleError("no_active_sale", retry_after=self.retry_after_no_sale(self.now_ms()))
         return {
             "sale_id": snapshot["sale_id"],
             "starts_at": domain.rfc3339(snapshot["starts_ms"]),
@@ -296,7 +305,7 @@ class SaleService:
         now = self.now_ms()
         sale = self.sale(self.current_sale_id(now))
         if sale is None or not sale.starts_ms <= now < sale.ends_ms:
-            raise SaleError("no_active_sale", retry_after=self.seconds_to_next_sale(now))
+            raise SaleError("no_active_sale", retry_after=self.retry_after_no_sale(now))
         return sale
 
     def items_page(self, limit: int, cursor: str | None) -> dict[str, Any]:

@@ -86,9 +86,9 @@ class SaleKeeper:
         the next one too, so it opens on the second."""
         now = self.clock()
         opened = [self.open_sale(now)[0]]
-        ahead = now + preload_seconds
-        if preload_seconds and self.planned_sale(ahead).sale_id != opened[0].sale_id:
-            opened.append(self.open_sale(ahead)[0])
+        next_start = opened[0].ends_at
+        if preload_seconds and next_start - now <= preload_seconds:
+            opened.append(self.open_sale(next_start)[0])
         return opened
 
     def ensure_loaded(self, sale: Sale) -> bool:
@@ -204,12 +204,14 @@ class SaleKeeper:
         if not stale:
             return 0, 0
         stored = self.database.purchases_at(sale_id, stale)
+        reverted = 0
         for code in stale:
             if code in stored:
                 self.inventory.confirm(keys, code)
             else:
-                self.inventory.revert(keys, code)
-        return len(stored), len(stale) - len(stored)
+                # False when a second sweeper got there first: count only what we reverted.
+                reverted += self.inventory.revert(keys, code)
+        return len(stored), reverted
 
     def _forget_if_finished(self, sale_id: str, now_ms: int) -> None:
         window = domain.sale_window(sale_id)
@@ -230,8 +232,9 @@ class SaleKeeper:
             if client.zcard(keys.pending) or client.xlen(keys.outbox):
                 continue  # settle first; the next sweep closes it
             sold = self.database.close_sale(sale.sale_id)
-            log.info("sale closed", extra={"sale_id": sale.sale_id, "items_sold": sold})
-            closed.append(sale.sale_id)
+            if sold is not None:  # None: a second sweeper closed it first
+                log.info("sale closed", extra={"sale_id": sale.sale_id, "items_sold": sold})
+                closed.append(sale.sale_id)
         return closed
 
 
