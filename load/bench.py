@@ -319,7 +319,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     cost.legend(fontsize=7)
     cfg = result["config"]
     fig.suptitle(f"flashsale bench {result['started_at']}  wrk -t{cfg['threads']} "
-                 f"-c{cfg['connections']} -d{cfg['duration']}s, {cfg['workers']} gevent workers, "
+                 f"-c{cfg['connections']} -d{cfg['duration']:g}s, {cfg['workers']} gevent workers, "
                  f"{cfg['items']} items", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

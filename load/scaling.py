@@ -1,6 +1,7 @@
 """Redis cost per checkout and Redis memory per sale, at 10,000 and at 1,000,000 items.
 
-    python load/scaling.py [--sizes 10000 1000000] [--checkouts 5000] [--sellout-max 100000]
+    python load/scaling.py [--sizes 10000 1000000] [--checkouts 3000] [--rounds 3]
+                           [--sellout-max 100000]
 
 Opens one sale per size (PostgreSQL rows, then Redis, through the real SaleKeeper; the 1M-item
 sale takes some seconds), then drives checkout.lua through `flashsale.inventory.Inventory`
@@ -10,9 +11,11 @@ directly (no HTTP), so only Redis is measured:
 - conflict: the same items again by other users (item_unavailable: the read-only path);
 - repeat:   the holders asking again (the same code back).
 
-Before each phase CONFIG RESETSTAT; after it INFO commandstats gives EVALSHA usec_per_call and
-the commands the script ran per call (commands run inside scripts are counted too), which
-shows that nothing scans: every command is O(1) or O(log n) in the sale's size.
+The phases run in --rounds rounds that alternate between the sales (so a busy moment of a shared
+machine hits both alike); medians are reported. Before each phase CONFIG RESETSTAT; after it
+INFO commandstats gives EVALSHA usec_per_call and the commands the script ran per call (commands
+run inside scripts are counted too, with their own time: the rest is the Lua interpreter's),
+which shows that nothing scans: every command is O(1) or O(log n) in the sale's size.
 
 Memory: used_memory before/after loading each sale, MEMORY USAGE of its keys, the bytes a live
 reservation adds, and, for sizes up to --sellout-max, the sale once every item is sold (checkout
@@ -98,61 +101,84 @@ def baseline(client: Any, calls: int) -> dict[str, Any]:
     return result
 
 
-def measure_size(stores: kit.Stores, size: int, checkouts: int, sellout_max: int,
-                 offset: int) -> dict[str, Any]:
-    env = kit.service_env(stores, FLASHSALE_ITEMS=size, FLASHSALE_USER_LIMIT=10,
-                          FLASHSALE_PERIOD=kit.open_period(salt=offset),
-                          # The COPY of a million items outlasts the 5 s default on a busy box.
-                          FLASHSALE_PG_STATEMENT_TIMEOUT_MS=600_000)
-    settings = Settings.from_env(env)
-    inventory: Inventory = build_inventory(settings)
-    client = kit.redis_client(stores.redis_url)
-    rng = random.Random(size)
+class SaleUnderTest:
+    """One loaded sale and the checkouts measured on it, round after round."""
 
-    before = client.info("memory")["used_memory"]
-    started = time.perf_counter()
-    sale = kit.open_sale(env)
-    load_s = time.perf_counter() - started
-    loaded = client.info("memory")["used_memory"] - before
-    at_open = kit.sale_keys_memory(client, sale.sale_id)
-    keys = keys_for(sale.sale_id)
-    ttl_ms = 600_000
+    TTL_MS = 600_000
 
-    def checkout(user: str, item: str) -> list[Any]:
-        return inventory.checkout(keys, user, item, now_ms=int(time.time() * 1000),
-                                  ttl_ms=ttl_ms, fresh_code=new_code(sale.sale_id),
-                                  user_rate=0, ip_rate=0, client_ip="")
+    def __init__(self, stores: kit.Stores, size: int, checkouts: int, rounds: int, salt: int):
+        env = kit.service_env(stores, FLASHSALE_ITEMS=size, FLASHSALE_USER_LIMIT=10,
+                              FLASHSALE_PERIOD=kit.open_period(salt=salt),
+                              # The COPY of a million items outlasts the 5 s default when busy.
+                              FLASHSALE_PG_STATEMENT_TIMEOUT_MS=600_000)
+        self.size = size
+        self.inventory: Inventory = build_inventory(Settings.from_env(env))
+        self.client = kit.redis_client(stores.redis_url)
+        before = self.client.info("memory")["used_memory"]
+        started = time.perf_counter()
+        self.sale = kit.open_sale(env)
+        self.result: dict[str, Any] = {
+            "items": size,
+            "sale_id": self.sale.sale_id,
+            "open_seconds": round(time.perf_counter() - started, 1),
+            "memory_loaded_bytes": self.client.info("memory")["used_memory"] - before,
+            "keys_at_open": kit.sale_keys_memory(self.client, self.sale.sale_id),
+            "rounds": [],
+        }
+        self.result["memory_loaded_bytes_per_item"] = round(
+            self.result["memory_loaded_bytes"] / size, 1)
+        self.keys = keys_for(self.sale.sale_id)
+        # Distinct items for every round's reserve phase, so each reserves free items.
+        rng = random.Random(size)
+        self.count = min(checkouts, size // rounds)
+        picked = [str(i) for i in rng.sample(range(1, size + 1), self.count * rounds)]
+        self.items = [picked[r * self.count:(r + 1) * self.count] for r in range(rounds)]
+        self.rng = rng
 
-    count = min(checkouts, size)
-    items = [str(i) for i in rng.sample(range(1, size + 1), count)]
-    holders = [f"u{rng.randrange(USERS)}" for _ in items]
-    others = [f"v{rng.randrange(USERS)}" for _ in items]
-    used_before = client.info("memory")["used_memory"]
-    phases = [phase(client, "reserve", checkout, list(zip(holders, items, strict=True)))]
-    reserved_bytes = client.info("memory")["used_memory"] - used_before
-    phases.append(phase(client, "conflict", checkout, list(zip(others, items, strict=True))))
-    phases.append(phase(client, "repeat", checkout, list(zip(holders, items, strict=True))))
-    result: dict[str, Any] = {
-        "items": size,
-        "sale_id": sale.sale_id,
-        "open_seconds": round(load_s, 1),
-        "memory_loaded_bytes": loaded,
-        "memory_loaded_bytes_per_item": round(loaded / size, 1),
-        "keys_at_open": at_open,
-        "bytes_per_live_reservation": round(reserved_bytes / count, 1),
-        "phases": phases,
-    }
+    def checkout(self, user: str, item: str) -> list[Any]:
+        return self.inventory.checkout(self.keys, user, item, now_ms=int(time.time() * 1000),
+                                       ttl_ms=self.TTL_MS, fresh_code=new_code(self.sale.sale_id),
+                                       user_rate=0, ip_rate=0, client_ip="")
 
-    if size <= sellout_max:
-        # Sell every item: checkout + purchase + confirm, users of 10 items each (the limit),
-        # at a time when the reservations above have expired, so every item is free again.
-        now = int(time.time() * 1000) + ttl_ms + 1000
+    def measure_round(self, number: int) -> None:
+        items = self.items[number]
+        holders = [f"u{self.rng.randrange(USERS)}" for _ in items]
+        others = [f"v{self.rng.randrange(USERS)}" for _ in items]
+        used_before = self.client.info("memory")["used_memory"]
+        phases = [phase(self.client, "reserve", self.checkout, list(zip(holders, items,
+                                                                        strict=True)))]
+        reserved = self.client.info("memory")["used_memory"] - used_before
+        phases.append(phase(self.client, "conflict", self.checkout,
+                            list(zip(others, items, strict=True))))
+        phases.append(phase(self.client, "repeat", self.checkout,
+                            list(zip(holders, items, strict=True))))
+        self.result["rounds"].append({"bytes_per_live_reservation": round(reserved / len(items), 1),
+                                      "phases": phases})
+
+    def summarize(self) -> None:
+        """Medians over the rounds, per phase."""
+        rounds = self.result["rounds"]
+        self.result["bytes_per_live_reservation"] = sorted(
+            r["bytes_per_live_reservation"] for r in rounds)[len(rounds) // 2]
+        self.result["phases"] = []
+        for index, name in enumerate(("reserve", "conflict", "repeat")):
+            runs = sorted((r["phases"][index] for r in rounds), key=lambda p: p["usec_per_call"])
+            median = dict(runs[len(runs) // 2])
+            median["usec_per_call_all_rounds"] = [p["usec_per_call"] for p in
+                                                  (r["phases"][index] for r in rounds)]
+            self.result["phases"].append(median)
+            assert median["phase"] == name
+
+    def sell_out(self) -> None:
+        """Sell every item (checkout + purchase + confirm, users of 10 items each, at a time
+        when the reservations above have expired) and measure the sale's memory then."""
+        inventory, keys, client = self.inventory, self.keys, self.client
+        now = int(time.time() * 1000) + self.TTL_MS + 1000
         codes = {}
-        for index, item in enumerate(str(i) for i in range(1, size + 1)):
-            user = f"b{index // 10}"
-            reply = inventory.checkout(keys, user, item, now_ms=now, ttl_ms=ttl_ms,
-                                       fresh_code=new_code(sale.sale_id), user_rate=0,
-                                       ip_rate=0, client_ip="")
+        for index, item in enumerate(str(i) for i in range(1, self.size + 1)):
+            reply = inventory.checkout(keys, f"b{index // 10}", item, now_ms=now,
+                                       ttl_ms=self.TTL_MS, fresh_code=new_code(self.sale.sale_id),
+                                       user_rate=0, ip_rate=0, client_ip="")
             if reply[0] == "ok":
                 codes[item] = reply[1]
         client.config_resetstat()
@@ -162,22 +188,24 @@ def measure_size(stores: kit.Stores, size: int, checkouts: int, sellout_max: int
             if kind == "sold":
                 inventory.confirm(keys, code)
         purchase_stats = kit.evalsha_stats(client)
-        client.delete(keys.outbox)  # drained within a second in production; counted above
-        sold_out = kit.sale_keys_memory(client, sale.sale_id)
-        result["purchase_usec_per_call"] = purchase_stats["usec_per_call"]
-        result["sold_out_keys"] = sold_out
-        result["sold_out_bytes_per_item"] = round(sold_out["total"] / size, 1)
-        status = inventory.status(keys, now + 2)
-        result["sold_out_status"] = status
-    for key in client.scan_iter(match=f"{keys.prefix}*", count=1000):  # this run's sale only
-        client.unlink(key)
-    return result
+        client.delete(keys.outbox)  # drained within a second in production
+        sold_out = kit.sale_keys_memory(client, self.sale.sale_id)
+        self.result["purchase_usec_per_call"] = purchase_stats["usec_per_call"]
+        self.result["sold_out_keys"] = sold_out
+        self.result["sold_out_bytes_per_item"] = round(sold_out["total"] / self.size, 1)
+        self.result["sold_out_status"] = inventory.status(keys, now + 2)
+
+    def drop(self) -> None:
+        for key in self.client.scan_iter(match=f"{self.keys.prefix}*", count=1000):
+            self.client.unlink(key)  # this run's sale only
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 1_000_000])
-    parser.add_argument("--checkouts", type=int, default=5000, help="calls per phase")
+    parser.add_argument("--checkouts", type=int, default=3000, help="calls per phase")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of phases, alternating between the sales (medians reported)")
     parser.add_argument("--sellout-max", type=int, default=100_000,
                         help="sell out sales up to this size to measure their full memory")
     parser.add_argument("--out", type=Path, default=kit.LOAD_DIR / "results")
@@ -192,10 +220,23 @@ def main(argv: list[str] | None = None) -> int:
         version = probe.info("server")["redis_version"]
         floor = baseline(probe, args.checkouts)
         print(f"baseline EVALSHA us/call on this machine: {floor}", flush=True)
+        sales = []
         for offset, size in enumerate(args.sizes):
-            print(f"sale of {size} items ...", flush=True)
-            results.append(measure_size(stores, size, args.checkouts, args.sellout_max,
-                                        offset * 7919))
+            print(f"opening a sale of {size} items ...", flush=True)
+            sales.append(SaleUnderTest(stores, size, args.checkouts, args.rounds, offset * 7919))
+        # Alternate between the sales, so a busy moment of the machine hits both alike.
+        for number in range(args.rounds):
+            for sale in sales:
+                sale.measure_round(number)
+                us = [p["usec_per_call"] for p in sale.result["rounds"][-1]["phases"]]
+                print(f"  round {number + 1}, {sale.size} items: reserve/conflict/repeat "
+                      f"{us} us", flush=True)
+        for sale in sales:
+            sale.summarize()
+            if sale.size <= args.sellout_max:
+                sale.sell_out()
+            sale.drop()
+            results.append(sale.result)
 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = args.out / f"scaling-{stamp}.json"
