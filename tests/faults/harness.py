@@ -95,11 +95,16 @@ class Shoppers:
     def _post(self, session: requests.Session, route: str, **params: str
               ) -> requests.Response | None:
         try:
-            return session.post(f"{self.base}{route}", params=params, timeout=CLIENT_TIMEOUT)
+            answer = session.post(f"{self.base}{route}", params=params, timeout=CLIENT_TIMEOUT)
+            if answer.status_code in (429, 503) and not answer.headers.get("Retry-After"):
+                with self.tally.lock:
+                    self.tally.broken.append(f"{route} {answer.status_code} without Retry-After")
+            return answer
         except requests.Timeout:
             with self.tally.lock:
                 self.tally.timeouts[route] += 1
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+            # Refused, reset, or cut off mid-answer (a killed worker): no answer was heard.
             with self.tally.lock:
                 self.tally.no_answer[route] += 1
             time.sleep(0.05)  # the server is restarting or gone: do not spin
