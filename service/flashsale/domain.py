@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -99,11 +100,14 @@ def sale_of_code(code: str) -> str | None:
 
 
 def rfc3339(epoch_ms: int) -> str:
-    return (
-        datetime.fromtimestamp(epoch_ms / 1000, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+    """UTC with milliseconds, e.g. 2026-11-24T22:14:00.000Z. Every answer carries one."""
+    seconds, millis = divmod(int(epoch_ms), 1000)
+    return f"{_utc_second(seconds)}.{millis:03d}Z"
+
+
+@lru_cache(maxsize=8)  # answers given within the same second share it
+def _utc_second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def parse_rfc3339(text: str) -> float:

@@ -129,6 +129,8 @@ class Database:
         and then reads the winner's sale.
         """
         with self.cursor() as cur:
+            # Copying a million items takes longer than any request may: this job may wait.
+            cur.execute("SET LOCAL statement_timeout = '10min'")
             cur.execute(
                 "INSERT INTO sales (sale_id, starts_at, ends_at, total_items, user_limit, seed)"
                 " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (sale_id) DO NOTHING",

@@ -14,7 +14,8 @@ local ip_bucket    = KEYS[8]  -- hash: token bucket of this client address
 
 local user_id   = ARGV[1]
 local item_id   = ARGV[2]
-local now       = tonumber(ARGV[3])  -- ms since the epoch
+local now_text  = ARGV[3]            -- ms since the epoch (kept as text: formatting costs)
+local now       = tonumber(now_text)
 local ttl       = tonumber(ARGV[4])  -- ms a reservation lasts
 local fresh     = ARGV[5]            -- the code to hand out if this checkout reserves
 local user_rate = tonumber(ARGV[6])  -- requests per second per user, 0 = off
@@ -26,7 +27,7 @@ local sale_id = meta[1] or ''
 -- Every outcome is recorded in the same atomic step that decides it: no answer without a record.
 local function answer(outcome, code, expires, retry_ms)
   redis.call('XADD', outbox_key, '*', 's', sale_id, 'u', user_id, 'i', item_id,
-             'o', outcome, 'c', code or '', 't', tostring(now))
+             'o', outcome, 'c', code or '', 't', now_text)
   return {outcome, code or '', expires or 0, retry_ms or 0, sale_id}
 end
 
@@ -64,7 +65,8 @@ if live and holder == user_id then
 end
 
 -- Bought items score +inf, unexpired reservations score their expiry: both count.
-if redis.call('ZCOUNT', user_key, '(' .. now, '+inf') >= tonumber(meta[5]) then
+local held = redis.call('ZCOUNT', user_key, '(' .. now_text, '+inf')
+if held >= tonumber(meta[5]) then
   return answer('user_limit_reached')
 end
 if kind == 'S' or live then
@@ -72,11 +74,14 @@ if kind == 'S' or live then
 end
 
 local expires = math.min(now + ttl, ends)
-redis.call('HSET', items_key, item_id, 'R ' .. expires .. ' ' .. user_id .. ' ' .. fresh)
-redis.call('HSET', codes_key, fresh, item_id .. ' ' .. user_id .. ' ' .. expires)
-redis.call('ZADD', reserved_key, expires, item_id)
-redis.call('ZADD', user_key, expires, item_id)
--- The user's key goes when the sale's keys go, well after the sale ends. (The codes hash and
--- the reserved set get the same expiry from the sweeper, off this hot path.)
-redis.call('PEXPIREAT', user_key, meta[7])
+local expires_text = tostring(expires)
+redis.call('HSET', items_key, item_id, 'R ' .. expires_text .. ' ' .. user_id .. ' ' .. fresh)
+redis.call('HSET', codes_key, fresh, item_id .. ' ' .. user_id .. ' ' .. expires_text)
+redis.call('ZADD', reserved_key, expires_text, item_id)
+redis.call('ZADD', user_key, expires_text, item_id)
+if held == 0 then
+  -- A user's key goes when the sale's keys go, well after the sale ends; set once, when it is
+  -- (re)made. (The codes hash and the reserved set get theirs from the sweeper.)
+  redis.call('PEXPIREAT', user_key, meta[7])
+end
 return answer('ok', fresh, expires)
