@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import redis
+import requests
 
 from flashsale import devservers
 from flashsale.inventory import keys_for
@@ -48,6 +49,7 @@ def test_postgres_away_checkouts_continue_purchases_wait(fault_env: dict[str, st
                 assert backlog > 0
                 assert shoppers.tally.seen("/purchase", "unavailable") > 0
                 assert shoppers.purchased() == sold_before
+                assert requests.get(f"{base}/readyz", timeout=10).status_code == 503
                 store.start()
                 back_at = time.monotonic()
             print("after PostgreSQL came back:", shoppers.tally.since(back_at))

@@ -38,6 +38,7 @@ def test_redis_restart_with_aof(fault_env: dict[str, str], tmp_path: Path):
                 assert shoppers.wait_until(lambda: _unavailable_seen(shoppers), 15), \
                     shoppers.tally.statuses
                 sold_before = shoppers.purchased()
+                assert requests.get(f"{base}/readyz", timeout=10).status_code == 503
                 store.start()
             assert shoppers.sold_out.is_set(), shoppers.tally.statuses
             assert shoppers.purchased() > sold_before  # it sold again after the restart
