@@ -82,7 +82,10 @@ def connect(
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "decode_responses": True,
-        "retry": Retry(NoBackoff(), 1),
+        # Never sent twice: a script that ran but whose answer was lost must not run again
+        # (it would record a second attempt). A stale pooled connection is replaced when it is
+        # checked out, so a restarted Redis costs no request.
+        "retry": Retry(NoBackoff(), 0),
     }
     if cluster:
         return RedisCluster.from_url(url, max_connections=max_connections, **bounds)
