@@ -112,7 +112,10 @@ def when_ready(server) -> None:
         while not _drainer.get("stopping"):
             proc = subprocess.Popen([sys.executable, "-m", "flashsale", "drain"])
             _drainer["proc"] = proc
-            proc.wait()
+            # Poll rather than wait(): the master's SIGCHLD handler reaps every child that exits,
+            # the drainer too, and a blocking wait() here then went unanswered for many seconds.
+            while proc.poll() is None:
+                threading.Event().wait(0.5)
             if not _drainer.get("stopping"):
                 server.log.warning("drainer exited with %s; restarting", proc.returncode)
                 threading.Event().wait(1.0)
