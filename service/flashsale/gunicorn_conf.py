@@ -77,9 +77,11 @@ def post_worker_init(worker) -> None:
 
 
 def _end_reading(sock: socket.socket) -> None:
-    """The handler's next read sees end-of-stream and closes the connection."""
+    """The handler's next read sees end-of-stream and closes the connection. On the socket
+    under gevent's wrapper: gevent's own shutdown() fails the waiting reader with an error
+    that gunicorn logs, with a traceback, as a socket error."""
     with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RD)
+        getattr(sock, "_sock", sock).shutdown(socket.SHUT_RD)
 
 
 def pre_request(worker, req) -> None:
