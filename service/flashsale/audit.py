@@ -36,10 +36,12 @@ class AuditReport:
 
 
 def audit_sale(
-    inventory: Inventory, database: Database, sale: Sale, *, now_ms: int, window_ms: int
+    inventory: Inventory, database: Database, sale: Sale, *, now_ms: int, window_ms: int,
+    pending_window_ms: int | None = None,
 ) -> AuditReport:
     """window_ms: how old an undrained attempt or unconfirmed purchase may be and still count
-    as pending rather than as a mismatch."""
+    as pending rather than as a mismatch; pending_window_ms, if given, for the purchases (a
+    crashed worker's are settled only after the pending grace)."""
     report = AuditReport(sale)
     keys = keys_for(sale.sale_id)
     client = inventory.client
@@ -100,7 +102,7 @@ def audit_sale(
         stored = purchases.get(item_id)
         if stored is not None and stored.code == code:
             continue
-        if code in pending and pending[code] >= now_ms - window_ms:
+        if code in pending and pending[code] >= now_ms - (pending_window_ms or window_ms):
             report.pending.append(f"purchase of item {item_id} not yet confirmed")
         else:
             report.mismatches.append(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 from tests.faults.conftest import ITEMS, USER_LIMIT
@@ -53,8 +54,25 @@ def test_sale_completes_after_the_drainer_is_killed(fault_env: dict[str, str], t
         with shoppers.running(timeout=50):
             assert shoppers.wait_until(lambda: shoppers.purchased() >= ITEMS // 3, 30)
             os.kill(drainers[0], signal.SIGKILL)
-            assert shoppers.wait_until(
+            print("killed", drainers[0], time.strftime("%T"))
+            restarted = shoppers.wait_until(
                 lambda: [d for d in gunicorn_children(proc.pid)[1] if d != drainers[0]], 20)
+            assert restarted, _children_of(proc.pid)
         assert shoppers.sold_out.is_set(), shoppers.tally.statuses
         sell_out(shoppers, fault_env, sale_id, ITEMS)
         check_sale(fault_env, sale_id, shoppers.tally, sold=ITEMS, limit=USER_LIMIT)
+
+
+def _children_of(master: int) -> list[str]:
+    """What the master has running, for the failure message."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+                found.append(f"{entry.name} {stat.rsplit(')', 1)[1].split()[0]} {cmdline}")
+    return found
