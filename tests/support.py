@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -11,7 +12,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg2
 import requests
+
+
+def sql(url: str, query: str, *params: object) -> list[tuple]:
+    """Rows of one statement, committed, on a connection of its own: what an operator types."""
+    connection = psycopg2.connect(url, connect_timeout=3)
+    with contextlib.closing(connection), connection, connection.cursor() as cur:
+        cur.execute(query, params)
+        return cur.fetchall() if cur.description else []
 
 
 class Clock:

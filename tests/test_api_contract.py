@@ -8,7 +8,6 @@ for afterwards as a row of `checkout_attempts`, by counting.
 from __future__ import annotations
 
 import base64
-import contextlib
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,7 +18,6 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import falcon
 import falcon.testing
-import psycopg2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -31,7 +29,7 @@ from flashsale.lifecycle import SaleKeeper
 from flashsale.outbox import backlog
 from flashsale.web.app import create_app
 from flashsale.wiring import build_database, build_inventory
-from tests.support import Clock, free_port
+from tests.support import Clock, free_port, sql
 from tests.test_openapi import check_response
 
 Pairs = list[tuple[str, str]]
@@ -40,12 +38,6 @@ Pairs = list[tuple[str, str]]
 def parse_time(text: str) -> float:
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z", text), text
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def query(url: str, sql: str, args: tuple = ()) -> list[tuple]:
-    with contextlib.closing(psycopg2.connect(url, connect_timeout=3)) as conn, conn.cursor() as cur:
-        cur.execute(sql, args)
-        return cur.fetchall()
 
 
 # --- the harness -------------------------------------------------------------------------------
@@ -164,7 +156,7 @@ class Harness:
         return Stack(settings, service, keeper, api)
 
     def rows(self) -> list[tuple]:
-        return query(self.env["DATABASE_URL"],
+        return sql(self.env["DATABASE_URL"],
                      "SELECT sale_id, user_id, item_id, outcome, code, created_at"
                      " FROM checkout_attempts")
 
@@ -251,14 +243,14 @@ def test_malformed_checkouts_are_400_and_recorded(harness: Harness, stack: Stack
     harness.assert_attempts_recorded(stack.keeper)
     # Spelled out: a missing parameter is NULL, not an empty string.
     url = harness.env["DATABASE_URL"]
-    assert query(url, "SELECT count(*) FROM checkout_attempts WHERE outcome = 'invalid_request'"
+    assert sql(url, "SELECT count(*) FROM checkout_attempts WHERE outcome = 'invalid_request'"
                       " AND user_id IS NULL AND item_id IS NULL") == [(1,)]
-    assert query(url, "SELECT count(*) FROM checkout_attempts WHERE outcome = 'invalid_request'"
+    assert sql(url, "SELECT count(*) FROM checkout_attempts WHERE outcome = 'invalid_request'"
                       " AND user_id IS NULL AND item_id = '1'") == [(1,)]
-    assert query(url, "SELECT count(*) FROM checkout_attempts WHERE outcome = 'invalid_request'"
+    assert sql(url, "SELECT count(*) FROM checkout_attempts WHERE outcome = 'invalid_request'"
                       " AND user_id = '' AND item_id = '1'") == [(1,)]
-    assert query(url, "SELECT count(*) FROM checkout_attempts WHERE outcome = 'invalid_request'"
-                      " AND sale_id = %s", (stack.api.sale.sale_id,)) == [(len(BAD_CHECKOUTS),)]
+    assert sql(url, "SELECT count(*) FROM checkout_attempts WHERE outcome = 'invalid_request'"
+                      " AND sale_id = %s", stack.api.sale.sale_id) == [(len(BAD_CHECKOUTS),)]
 
 
 @pytest.mark.parametrize("pairs", [
@@ -312,7 +304,7 @@ def test_rate_limited_per_user_with_retry_after(harness: Harness, clock: Clock) 
     assert api.checkout("u1", 2).status_code == 200
     harness.assert_attempts_recorded(stack.keeper)
     url = harness.env["DATABASE_URL"]
-    assert query(url, "SELECT count(*) FROM checkout_attempts WHERE outcome = 'rate_limited'"
+    assert sql(url, "SELECT count(*) FROM checkout_attempts WHERE outcome = 'rate_limited'"
                       " AND user_id = 'u1' AND item_id = '2' AND sale_id IS NOT NULL") == [(1,)]
 
 
@@ -326,7 +318,7 @@ def test_no_active_sale_before_any_sale_opened(harness: Harness) -> None:
         assert_error(result, 503, "no_active_sale")
         assert retry_after(result) >= 1
     harness.assert_attempts_recorded(stack.keeper)
-    assert query(harness.env["DATABASE_URL"],
+    assert sql(harness.env["DATABASE_URL"],
                  "SELECT count(*) FROM checkout_attempts WHERE sale_id IS NULL"
                  " AND outcome = 'no_active_sale'") == [(2,)]
 
@@ -428,7 +420,7 @@ def test_same_user_same_item_same_code_counted_once(harness: Harness, stack: Sta
     assert api.get("/sale/status").json["items_reserved"] == 3
     harness.assert_attempts_recorded(stack.keeper)
     # Each repeat is its own attempt row, all with the one code.
-    assert query(harness.env["DATABASE_URL"],
+    assert sql(harness.env["DATABASE_URL"],
                  "SELECT count(*), count(DISTINCT code) FROM checkout_attempts"
                  " WHERE user_id = 'u1' AND item_id = '1'") == [(4, 1)]
 
@@ -498,8 +490,8 @@ def test_purchase_retry_is_the_same_purchase(harness: Harness, stack: Stack,
     again = api.purchase(held["code"])
     assert again.status_code == 200 and again.json == first.json
     url = harness.env["DATABASE_URL"]
-    assert query(url, "SELECT count(*) FROM purchases") == [(1,)]
-    assert query(url, "SELECT user_id, item_id, code FROM purchases") == [
+    assert sql(url, "SELECT count(*) FROM purchases") == [(1,)]
+    assert sql(url, "SELECT user_id, item_id, code FROM purchases") == [
         ("u1", "7", held["code"])]
     assert api.get("/sale/status").json["items_sold"] == 1
 
@@ -541,7 +533,7 @@ def test_postgres_unreachable_at_purchase(harness: Harness, stack: Stack) -> Non
     status = stack.api.get("/sale/status").json
     assert status["items_sold"] == 0 and status["items_reserved"] == 1
     assert stack.api.purchase(held["code"]).status_code == 200
-    assert query(harness.env["DATABASE_URL"], "SELECT count(*) FROM purchases") == [(1,)]
+    assert sql(harness.env["DATABASE_URL"], "SELECT count(*) FROM purchases") == [(1,)]
     harness.assert_attempts_recorded(stack.keeper)
 
 
@@ -732,7 +724,7 @@ def test_every_attempt_is_recorded_with_its_outcome(harness: Harness, stack: Sta
     clock.advance(61)
     api.buy("b", 1)  # the expired item back in stock
     harness.assert_attempts_recorded(stack.keeper)
-    by_outcome = dict(query(harness.env["DATABASE_URL"],
+    by_outcome = dict(sql(harness.env["DATABASE_URL"],
                             "SELECT outcome, count(*) FROM checkout_attempts GROUP BY outcome"))
     assert by_outcome == {"ok": 5, "item_unavailable": 1, "item_not_found": 1,
                           "invalid_request": 1, "user_limit_reached": 1}

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import falcon.testing
-import psycopg2
 import pytest
 import redis
 
@@ -26,7 +25,7 @@ from flashsale.lifecycle import SaleKeeper
 from flashsale.metrics import RECLAIMED
 from flashsale.web.app import create_app
 from flashsale.wiring import build_database, build_inventory
-from tests.support import Clock, flashsale
+from tests.support import Clock, flashsale, sql
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -42,15 +41,6 @@ def purchase(client: falcon.testing.TestClient, code: str) -> falcon.testing.Res
 def error_code(result: falcon.testing.Result) -> str:
     return result.json["error"]["code"]
 
-
-def sql(url: str, query: str, *params: Any) -> list[tuple]:
-    conn = psycopg2.connect(url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(query, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 def item_states(redis_url: str, sale_id: str) -> dict[str, str]:

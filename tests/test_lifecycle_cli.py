@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 import redis
 
@@ -29,7 +28,7 @@ from flashsale.engine import SaleService
 from flashsale.inventory import keys_for
 from flashsale.lifecycle import SaleKeeper
 from flashsale.wiring import build_database, build_inventory
-from tests.support import Clock, flashsale
+from tests.support import Clock, flashsale, sql
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,15 +37,6 @@ def said(result: subprocess.CompletedProcess) -> list[dict[str, Any]]:
     """The JSON lines a job printed."""
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
-
-def sql(url: str, query: str, *params: Any) -> list[tuple]:
-    conn = psycopg2.connect(url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(query, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ Run with `pytest -s` to see the figures.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import threading
@@ -17,12 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import flashsale, serving
+from tests.support import flashsale, serving, sql
 
 ITEMS = 200
 LIMIT = 3
@@ -30,12 +28,6 @@ CLIENTS = 120  # concurrent HTTP clients, one user each: 360 slots for 200 items
 TTL = 2  # seconds; abandoned checkouts come back to stock within the test
 ABANDON = 0.05  # share of successful checkouts the client never purchases
 DEADLINE = 120.0  # seconds the race may take at most (it takes a few)
-
-
-def query(url: str, sql: str, args: tuple = ()) -> list[tuple]:
-    with contextlib.closing(psycopg2.connect(url, connect_timeout=3)) as conn, conn.cursor() as cur:
-        cur.execute(sql, args)
-        return cur.fetchall()
 
 
 def metric_samples(base: str) -> list[tuple[str, dict[str, str], float]]:
@@ -155,8 +147,8 @@ def wait_for_rows(url: str, sale_id: str, expected: int, timeout: float = 30) ->
     """The drainer moves attempts within about a second; give it a bounded while."""
     deadline = time.monotonic() + timeout
     while True:
-        (count,), = query(url, "SELECT count(*) FROM checkout_attempts WHERE sale_id = %s",
-                          (sale_id,))
+        (count,), = sql(url, "SELECT count(*) FROM checkout_attempts WHERE sale_id = %s",
+                          sale_id)
         if count >= expected or time.monotonic() > deadline:
             return count
         time.sleep(0.2)
@@ -197,32 +189,32 @@ def test_many_clients_sell_out_exactly_n(served: Served) -> None:
     assert len(purchases) == ITEMS
     status = requests.get(f"{base}/sale/status", timeout=10).json()
     assert (status["items_sold"], status["remaining_items"]) == (ITEMS, 0)
-    assert query(db, "SELECT count(*), count(DISTINCT item_id) FROM purchases"
-                     " WHERE sale_id = %s", (sale_id,)) == [(ITEMS, ITEMS)]
-    assert query(db, "SELECT item_id FROM purchases WHERE sale_id = %s"
-                     " GROUP BY item_id HAVING count(*) > 1", (sale_id,)) == []
-    assert {row[0] for row in query(db, "SELECT item_id FROM purchases WHERE sale_id = %s",
-                                    (sale_id,))} == {str(n) for n in range(1, ITEMS + 1)}
+    assert sql(db, "SELECT count(*), count(DISTINCT item_id) FROM purchases"
+                     " WHERE sale_id = %s", sale_id) == [(ITEMS, ITEMS)]
+    assert sql(db, "SELECT item_id FROM purchases WHERE sale_id = %s"
+                     " GROUP BY item_id HAVING count(*) > 1", sale_id) == []
+    assert {row[0] for row in sql(db, "SELECT item_id FROM purchases WHERE sale_id = %s",
+                                    sale_id)} == {str(n) for n in range(1, ITEMS + 1)}
     # Nobody over the limit.
-    assert query(db, "SELECT user_id, count(*) FROM purchases WHERE sale_id = %s"
-                     " GROUP BY user_id HAVING count(*) > %s", (sale_id, LIMIT)) == []
+    assert sql(db, "SELECT user_id, count(*) FROM purchases WHERE sale_id = %s"
+                     " GROUP BY user_id HAVING count(*) > %s", sale_id, LIMIT) == []
     # What the clients were told is what PostgreSQL holds.
-    rows = query(db, "SELECT code, user_id, item_id FROM purchases WHERE sale_id = %s",
-                 (sale_id,))
+    rows = sql(db, "SELECT code, user_id, item_id FROM purchases WHERE sale_id = %s",
+                 sale_id)
     assert {code: (user, item) for code, user, item in rows} == {
         code: (body["user_id"], body["item_id"]) for code, body in purchases.items()}
 
     # Every checkout request has its attempt row, with its outcome and code.
     attempt_rows = wait_for_rows(db, sale_id, len(checkouts))
     assert attempt_rows == len(checkouts)
-    stored = Counter(query(db, "SELECT user_id, item_id, outcome, code FROM checkout_attempts"
-                               " WHERE sale_id = %s", (sale_id,)))
+    stored = Counter(sql(db, "SELECT user_id, item_id, outcome, code FROM checkout_attempts"
+                               " WHERE sale_id = %s", sale_id))
     assert stored == Counter(checkouts)
     # Each purchase was made with a code handed to that same user for that same item.
-    assert query(db, "SELECT count(*) FROM purchases p WHERE sale_id = %s AND NOT EXISTS ("
+    assert sql(db, "SELECT count(*) FROM purchases p WHERE sale_id = %s AND NOT EXISTS ("
                      " SELECT 1 FROM checkout_attempts a WHERE a.code = p.code"
                      " AND a.outcome = 'ok' AND a.user_id = p.user_id AND a.item_id = p.item_id)",
-                 (sale_id,)) == [(0,)]
+                 sale_id) == [(0,)]
 
     # Every code works exactly once: a second purchase is the same purchase; a code whose
     # checkout was abandoned cannot take the item someone else bought.
@@ -234,8 +226,8 @@ def test_many_clients_sell_out_exactly_n(served: Served) -> None:
             late = http.post(f"{base}/purchase", params={"code": code}, timeout=10)
             assert late.status_code == 410, late.text
             assert late.json()["error"]["code"] == "code_expired"
-    assert query(db, "SELECT count(*) FROM purchases WHERE sale_id = %s",
-                 (sale_id,)) == [(ITEMS,)]
+    assert sql(db, "SELECT count(*) FROM purchases WHERE sale_id = %s",
+                 sale_id) == [(ITEMS,)]
 
     # The counters of both workers add up to exactly what was sent.
     samples = metric_samples(base)
@@ -295,11 +287,11 @@ def test_one_user_racing_gets_at_most_the_limit(served: Served) -> None:
     answers = run_clients(10 * LIMIT, purchase, codes)
     assert {status for status, _ in answers} == {200}
     assert len({text for _, text in answers}) == LIMIT
-    assert query(db, "SELECT count(*) FROM purchases WHERE user_id = 'greedy'") == [(LIMIT,)]
+    assert sql(db, "SELECT count(*) FROM purchases WHERE user_id = 'greedy'") == [(LIMIT,)]
 
     rows = wait_for_rows(db, sale_id, racers)
     assert rows == racers
-    assert dict(query(db, "SELECT outcome, count(*) FROM checkout_attempts"
+    assert dict(sql(db, "SELECT outcome, count(*) FROM checkout_attempts"
                           " WHERE user_id = 'greedy' GROUP BY outcome")) == {
         "ok": LIMIT, "user_limit_reached": racers - LIMIT}
     print(f"\none user racing: {racers} concurrent checkouts -> {dict(outcomes)};"
