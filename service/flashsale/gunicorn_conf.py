@@ -9,9 +9,9 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import threading
+import time
 import weakref
 from pathlib import Path
 
@@ -36,7 +36,7 @@ proc_name = "flashsale"
 # gunicorn 27 opens a control socket under $HOME; a read-only container root has no room.
 control_socket_disable = True
 
-_drainer: dict[str, subprocess.Popen | bool] = {}
+_drainer: dict[str, int | bool] = {}
 
 
 def on_starting(server) -> None:
@@ -111,26 +111,45 @@ def when_ready(server) -> None:
         return
 
     def keep_running() -> None:
+        argv = [sys.executable, "-m", "flashsale", "drain"]
         while not _drainer.get("stopping"):
-            proc = subprocess.Popen([sys.executable, "-m", "flashsale", "drain"])
-            _drainer["proc"] = proc
-            # Poll rather than wait(): the master's SIGCHLD handler reaps every child that exits,
-            # the drainer too, and a blocking wait() here then went unanswered for many seconds.
-            while proc.poll() is None:
-                threading.Event().wait(0.5)
+            # posix_spawn, not fork: this thread runs in a master that forks workers, and a
+            # forked child of a threaded process can hang before it execs (it did, here).
+            pid = os.posix_spawn(sys.executable, argv, os.environ, file_actions=_close_inherited())
+            _drainer["pid"] = pid
+            while _running(pid):
+                time.sleep(0.5)
             if not _drainer.get("stopping"):
-                server.log.warning("drainer exited with %s; restarting", proc.returncode)
-                threading.Event().wait(1.0)
+                server.log.warning("drainer %s exited; starting another", pid)
+                time.sleep(1.0)
 
     threading.Thread(target=keep_running, name="drainer-watch", daemon=True).start()
 
 
+def _close_inherited() -> list[tuple[int, int]]:
+    """The drainer must not hold the master's listening socket (a stopping master closes it,
+    and new connections must then be refused): close every descriptor but stdio in the child."""
+    descriptors = (int(name) for name in os.listdir("/proc/self/fd"))
+    return [(os.POSIX_SPAWN_CLOSE, fd) for fd in descriptors if fd > 2]
+
+
+def _running(pid: int) -> bool:
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False  # the master's SIGCHLD handling reaped it first
+    return done == 0
+
+
 def on_exit(server) -> None:
     _drainer["stopping"] = True
-    proc = _drainer.get("proc")
-    if isinstance(proc, subprocess.Popen) and proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    pid = _drainer.get("pid")
+    if not pid or not _running(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while _running(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.1)
