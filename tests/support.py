@@ -24,6 +24,23 @@ def sql(url: str, query: str, *params: object) -> list[tuple]:
         return cur.fetchall() if cur.description else []
 
 
+def children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of the direct children of `pid`, read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        # The command name (field 2) may hold spaces: the parent pid follows its ")".
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append((int(entry.name), cmdline))
+    return found
+
+
 class Clock:
     """A clock the test moves by hand, for the parts built with an injected clock."""
 

@@ -22,28 +22,11 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import flashsale, serving
+from tests.support import children, flashsale, serving
 
 WORKERS = 3
 CLIENTS = 12
 PER_PHASE = 240  # checkout requests per phase (each ok one is followed by a purchase)
-
-
-def children(pid: int) -> list[tuple[int, str]]:
-    """(pid, command line) of the direct children of `pid`, read from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        # The command name (field 2) may hold spaces: the parent pid follows its ")".
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append((int(entry.name), cmdline))
-    return found
 
 
 def workers_of(master: int) -> set[int]:

@@ -20,12 +20,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg2
 import redis
 import requests
 
 from flashsale.inventory import keys_for
-from tests.support import flashsale, serving
+from tests.support import children, flashsale, serving, sql
 
 # A client waits this long for an answer: a server that hangs shows up as a timeout, which the
 # checks below count as a failure (the service must answer, even if only with 503).
@@ -230,12 +229,8 @@ def sale_id_of(env: dict[str, str]) -> str:
     return result.stdout.split('"sale_id": "')[1].split('"')[0]
 
 
-def query(env: dict[str, str], sql: str, *args: object) -> list[tuple]:
-    with psycopg2.connect(env["DATABASE_URL"], connect_timeout=5) as conn, conn.cursor() as cur:
-        cur.execute(sql, args)
-        rows = cur.fetchall()
-    conn.close()
-    return rows
+def query(env: dict[str, str], statement: str, *args: object) -> list[tuple]:
+    return sql(env["DATABASE_URL"], statement, *args)
 
 
 def wait_settled(env: dict[str, str], sale_id: str, timeout: float = 30) -> None:
@@ -272,17 +267,8 @@ def sell_out(shoppers: Shoppers, env: dict[str, str], sale_id: str, items: int,
 def gunicorn_children(master: int) -> tuple[list[int], list[int]]:
     """(web workers, drainer) processes the gunicorn master started."""
     workers, drainers = [], []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) != master:
-            continue
-        (drainers if " drain" in cmdline else workers).append(int(entry.name))
+    for pid, cmdline in children(master):
+        (drainers if " drain" in cmdline else workers).append(pid)
     return sorted(workers), sorted(drainers)
 
 
