@@ -27,11 +27,16 @@ WORKERS: list[int] = []  # the server's workers when the module started
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, redis_server: Any,
-           postgres_server: Any) -> Iterator[tuple[str, dict[str, str]]]:
-    with served_stack(redis_server.url, postgres_server.url,
-                      tmp_path_factory.mktemp("bad-input"), redis_db=10,
-                      workers=2) as (base, env, proc):
+def server(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: Any, postgres_server: Any
+) -> Iterator[tuple[str, dict[str, str]]]:
+    with served_stack(
+        redis_server.url,
+        postgres_server.url,
+        tmp_path_factory.mktemp("bad-input"),
+        redis_db=10,
+        workers=2,
+    ) as (base, env, proc):
         WORKERS[:] = [proc.pid, *gunicorn_children(proc.pid)[0]]
         yield base, env
 
@@ -59,8 +64,7 @@ def raw(base: str, request: bytes, timeout: float = 10) -> tuple[int, dict[str, 
 
 
 def request(target: bytes, *headers: bytes, method: bytes = b"POST") -> bytes:
-    lines = [method + b" " + target + b" HTTP/1.1", b"Host: test", b"Connection: close",
-             *headers]
+    lines = [method + b" " + target + b" HTTP/1.1", b"Host: test", b"Connection: close", *headers]
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
@@ -82,31 +86,37 @@ def still_healthy(base: str) -> None:
 def test_oversized_request_line_is_refused_by_the_parser(server):
     base, _ = server
     target = b"/checkout?user_id=" + b"u" * gunicorn_conf.limit_request_line + b"&id=1"
-    status, _, _ = raw(base, request(target))
+    status, headers, body = raw(base, request(target))
     assert status in (400, 414)
+    contract_error(status, headers, body, "invalid_request")
     still_healthy(base)
 
 
 def test_huge_header_is_refused(server):
     base, _ = server
     huge = b"X-Junk: " + b"j" * (gunicorn_conf.limit_request_field_size + 10)
-    status, _, _ = raw(base, request(b"/checkout?user_id=u1&id=1", huge))
+    status, headers, body = raw(base, request(b"/checkout?user_id=u1&id=1", huge))
     assert status in (400, 431)
+    contract_error(status, headers, body, "invalid_request")
     still_healthy(base)
 
 
 def test_too_many_headers_are_refused(server):
     base, _ = server
     many = [b"X-H%d: v" % n for n in range(gunicorn_conf.limit_request_fields + 5)]
-    status, _, _ = raw(base, request(b"/checkout?user_id=u1&id=1", *many))
+    status, headers, body = raw(base, request(b"/checkout?user_id=u1&id=1", *many))
     assert status in (400, 431)
+    contract_error(status, headers, body, "invalid_request")
     still_healthy(base)
 
 
 def test_garbage_instead_of_http_is_refused(server):
     base, _ = server
-    status, _, _ = raw(base, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n")
+    status, headers, body = raw(
+        base, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n"
+    )
     assert status == 400
+    contract_error(status, headers, body, "invalid_request")
     status, _, _ = raw(base, b"POST /checkout?user_id=u1&id=1 HTTP/9.9\r\n\r\n")
     assert 400 <= status < 500
     # Bytes that are not ASCII in the request line itself (not percent-encoded).
@@ -155,8 +165,9 @@ BAD_TARGETS = {
 def test_malformed_checkouts_are_400_and_every_one_is_recorded(server):
     base, env = server
     sale_id = query(env, "SELECT sale_id FROM sales")[0][0]
-    before = query(env, "SELECT count(*) FROM checkout_attempts"
-                        " WHERE outcome = 'invalid_request'")[0][0]
+    before = query(env, "SELECT count(*) FROM checkout_attempts WHERE outcome = 'invalid_request'")[
+        0
+    ][0]
     for name, target in BAD_TARGETS.items():
         status, headers, body = raw(base, request(target))
         assert status == 400, name
@@ -164,8 +175,9 @@ def test_malformed_checkouts_are_400_and_every_one_is_recorded(server):
     # Each reached the app, so each is an attempt row (drained within the drain interval).
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        after = query(env, "SELECT count(*) FROM checkout_attempts"
-                           " WHERE outcome = 'invalid_request'")[0][0]
+        after = query(
+            env, "SELECT count(*) FROM checkout_attempts WHERE outcome = 'invalid_request'"
+        )[0][0]
         if after - before >= len(BAD_TARGETS):
             break
         time.sleep(0.1)
@@ -177,12 +189,22 @@ def test_malformed_checkouts_are_400_and_every_one_is_recorded(server):
     still_healthy(base)
 
 
-@pytest.mark.parametrize("target", [
-    b"/purchase?code=%FF%FE", b"/purchase?code=a.b&code=c.d", b"/purchase?code=",
-    b"/purchase?code=" + b"c" * 3000, b"/purchase?code=%00",
-    b"/sale/items?limit=%FF", b"/sale/items?limit=1&limit=2", b"/sale/items?limit=1e3",
-    b"/sale/items?cursor=%FF%FE", b"/sale/items?limit=99999999999999999999999",
-], ids=lambda t: t.decode("latin-1")[:40])
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"/purchase?code=%FF%FE",
+        b"/purchase?code=a.b&code=c.d",
+        b"/purchase?code=",
+        b"/purchase?code=" + b"c" * 3000,
+        b"/purchase?code=%00",
+        b"/sale/items?limit=%FF",
+        b"/sale/items?limit=1&limit=2",
+        b"/sale/items?limit=1e3",
+        b"/sale/items?cursor=%FF%FE",
+        b"/sale/items?limit=99999999999999999999999",
+    ],
+    ids=lambda t: t.decode("latin-1")[:40],
+)
 def test_malformed_purchases_and_pages_are_400(server, target):
     base, _ = server
     method = b"POST" if target.startswith(b"/purchase") else b"GET"
@@ -191,15 +213,17 @@ def test_malformed_purchases_and_pages_are_400(server, target):
     contract_error(status, headers, body, "invalid_request")
 
 
-@pytest.mark.parametrize("method,target,status,code", [
-    (b"GET", b"/checkout?user_id=u1&id=1", 405, "method_not_allowed"),
-    (b"DELETE", b"/purchase?code=x", 405, "method_not_allowed"),
-    (b"GET", b"/no/such/route", 404, "not_found"),
-    (b"GET", b"/images/%FF/1.svg", 404, "item_not_found"),
-    (b"GET", b"/images/../../etc/passwd", 404, "not_found"),
-])
-def test_wrong_routes_and_methods_answer_in_the_error_shape(server, method, target, status,
-                                                            code):
+@pytest.mark.parametrize(
+    "method,target,status,code",
+    [
+        (b"GET", b"/checkout?user_id=u1&id=1", 405, "method_not_allowed"),
+        (b"DELETE", b"/purchase?code=x", 405, "method_not_allowed"),
+        (b"GET", b"/no/such/route", 404, "not_found"),
+        (b"GET", b"/images/%FF/1.svg", 404, "item_not_found"),
+        (b"GET", b"/images/../../etc/passwd", 404, "not_found"),
+    ],
+)
+def test_wrong_routes_and_methods_answer_in_the_error_shape(server, method, target, status, code):
     base, _ = server
     got, headers, body = raw(base, request(target, method=method))
     assert got == status, body

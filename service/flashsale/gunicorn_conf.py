@@ -15,6 +15,8 @@ import time
 import weakref
 from pathlib import Path
 
+import orjson
+
 from flashsale.config import Settings
 
 _settings = Settings.from_env()
@@ -60,10 +62,28 @@ def child_exit(server, worker) -> None:
         multiprocess.mark_process_dead(worker.pid)
 
 
+def _json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's refusals (a request line or headers past the limits, bytes that are not HTTP)
+    in the contract's error shape instead of its HTML page."""
+    from gunicorn import util
+
+    code = "internal_error" if status_int >= 500 else "invalid_request"
+    body = orjson.dumps({"error": {"code": code, "message": f"{reason}: {mesg}"}})
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
 def post_worker_init(worker) -> None:
     """On SIGTERM, also end idle keep-alive connections, so a graceful stop lasts as long as
     the requests in flight and not the whole graceful_timeout (gunicorn's gevent worker leaves
     idle keep-alive connections open until keepalive expires, then gets killed)."""
+    # gunicorn writes its own refusals with util.write_error; the worker looks it up there.
+    from gunicorn import util
+
+    util.write_error = _json_error
     # Weak: a connection the client closed leaves the set with its socket object.
     worker.idle_connections = weakref.WeakSet()
     handle_exit = worker.handle_exit
