@@ -7,6 +7,7 @@ from flashsale.domain import Purchase, SaleError
 from flashsale.engine import SaleService
 from flashsale.inventory import keys_for
 from flashsale.lifecycle import SaleKeeper
+from tests.support import sql
 
 
 def test_purchase_committed_during_restore_is_adopted_by_redis(
@@ -50,3 +51,47 @@ def test_purchase_committed_during_restore_is_adopted_by_redis(
         service.inventory, service.database, sale, now_ms=service.now_ms(), window_ms=5000
     )
     assert report.clean, report.render()
+
+
+def test_a_sale_lost_by_redis_answers_unavailable_until_restored(
+    service: SaleService, keeper: SaleKeeper, settings
+) -> None:
+    sale, _ = keeper.open_sale()
+    held = service.checkout("u1", "1")  # this worker saw the sale open
+    keeper.sweep()  # the attempt is in PostgreSQL; then Redis loses everything
+    service.inventory.client.flushdb()
+
+    for user in ("u2", "u3"):
+        try:
+            service.checkout(user, "2")
+        except SaleError as error:
+            assert (error.code, error.status) == ("unavailable", 503)
+        else:
+            raise AssertionError("a checkout went through while the sale was lost")
+    # A worker that never saw the sale open cannot tell: for it, no sale is open.
+    fresh = SaleService(settings, service.inventory, service.database, clock=service.clock)
+    try:
+        fresh.checkout("u4", "2")
+    except SaleError as error:
+        assert error.code == "no_active_sale"
+
+    assert keeper.restore() == [sale.sale_id]
+    assert service.checkout("u2", "2").item_id == "2"
+    keeper.sweep()
+    rows = service.database.issued_claims(sale.sale_id)
+    assert {user for _, user in rows.values()} == {"u1", "u2"}
+    try:  # u1's reservation lived only in Redis: its item is free again, its code expired
+        service.purchase(held.code)
+    except SaleError as error:
+        assert error.code == "code_expired"
+    else:
+        raise AssertionError("a reservation Redis lost was bought")
+    outcomes = [
+        outcome
+        for (outcome,) in sql(
+            settings.database_url,
+            "SELECT outcome FROM checkout_attempts WHERE user_id IN ('u2', 'u3')"
+            " ORDER BY created_at, id",
+        )
+    ]
+    assert outcomes == ["unavailable", "unavailable", "ok"]

@@ -54,6 +54,9 @@ class SaleService:
         self.clock = clock
         self._new_code = new_code
         self._registered: set[str] = set()
+        # Sales this worker has seen open: if Redis no longer holds one of them mid-period, Redis
+        # lost it (a restore is under way) and the answer is `unavailable`, not `no_active_sale`.
+        self._seen_open: set[str] = set()
         self._sales: dict[str, Sale] = {}
         self._checkout_outcomes = {code: CHECKOUTS.labels(code) for code in (*domain.ERRORS, "ok")}
         self._purchase_outcomes = {code: PURCHASES.labels(code) for code in (*domain.ERRORS, "ok")}
@@ -106,11 +109,14 @@ class SaleService:
                 user_rate=self.settings.rate_per_user,
                 ip_rate=self.settings.rate_per_ip if client_ip else 0,
                 client_ip=client_ip,
+                expected=keys.sale_id in self._seen_open,
             )
         except RedisError as error:  # expected in an outage: one line, no stack trace
             log.warning("redis unreachable during checkout: %s", error)
             self._record_directly("unavailable", now, user_id, item_id)
             raise SaleError("unavailable") from None
+        if sale_id:
+            self._seen(sale_id)
         if outcome == "ok":
             return Reservation(code, sale_id, item_id, int(expires))
         retry_after = None
@@ -119,6 +125,12 @@ class SaleService:
         elif outcome == "no_active_sale":
             retry_after = _seconds(int(retry_ms)) if retry_ms else self.retry_after_no_sale(now)
         raise SaleError(outcome, retry_after=retry_after)
+
+    def _seen(self, sale_id: str) -> None:
+        if sale_id not in self._seen_open:
+            if len(self._seen_open) > 16:  # one a period: keep the recent ones
+                self._seen_open.clear()
+            self._seen_open.add(sale_id)
 
     def _register_outbox(self, sale_id: str) -> None:
         """Before a sale's outbox gets its first record, the drainer must know it exists."""

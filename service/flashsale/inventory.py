@@ -159,8 +159,10 @@ class Inventory:
         user_rate: float,
         ip_rate: float,
         client_ip: str,
+        expected: bool = False,
     ) -> list[Any]:
-        """[outcome, code, expires_ms, retry_ms, sale_id] — see checkout.lua."""
+        """[outcome, code, expires_ms, retry_ms, sale_id] — see checkout.lua. `expected`: the
+        sale was seen open, so its absence means Redis lost it."""
         return self._eval(
             "checkout",
             [
@@ -173,7 +175,7 @@ class Inventory:
                 keys.user_bucket(user_id),
                 keys.ip_bucket(client_ip),
             ],
-            [user_id, item_id, now_ms, ttl_ms, fresh_code, user_rate, ip_rate],
+            [user_id, item_id, now_ms, ttl_ms, fresh_code, user_rate, ip_rate, int(expected)],
         )
 
     def purchase(
