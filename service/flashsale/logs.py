@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 
 import orjson
 
+from flashsale.domain import rfc3339
+
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-
-
-def utc_stamp(at: float) -> str:
-    """RFC 3339 UTC with milliseconds, as in every JSON line the service writes."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": utc_stamp(record.created),
+            "time": rfc3339(int(record.created * 1000)),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),

@@ -13,7 +13,7 @@ import falcon
 import falcon.media
 import orjson
 
-from flashsale.domain import SaleError
+from flashsale.domain import SaleError, rfc3339
 from flashsale.engine import SaleService
 from flashsale.metrics import REQUEST_DURATION, SaleCollector, render
 from flashsale.outbox import backlog
@@ -41,21 +41,6 @@ class _RequestIds:
         return self._prefix + format(next(self._counter), "x")
 
 
-class _Clock:
-    """UTC timestamps for log lines; the formatted second is cached (it changes once a second)."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._text = ""
-
-    def stamp(self, now: float) -> str:
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._text}.{int((now - second) * 1000):03d}Z"
-
-
 class RequestTiming:
     """Observes every request's latency by route template and status, and writes one JSON access
     line per request (request id, method, route, status, latency, outcome).
@@ -73,7 +58,6 @@ class RequestTiming:
         self._log_info = access_log and threshold <= logging.INFO
         self._log_errors = access_log and threshold <= logging.ERROR
         self._ids = _RequestIds()
-        self._clock = _Clock()
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
@@ -105,7 +89,7 @@ class RequestTiming:
                 outcome = "error"
         line = orjson.dumps(
             {
-                "time": self._clock.stamp(time.time()),
+                "time": rfc3339(int(time.time() * 1000)),
                 "level": "error" if status >= 500 else "info",
                 "logger": "flashsale.access",
                 "message": "request",
