@@ -138,8 +138,10 @@ def test_status_page_follows_the_sale(browser, service_env: dict[str, str], tmp_
 
         # The countdown runs towards ends_at (the next sale opens when this one ends).
         ends = datetime.fromisoformat(status["ends_at"].replace("Z", "+00:00")).timestamp()
+        pattern = re.compile(r"(\d+d )?(\d+:)?\d\d:\d\d")
+        WebDriverWait(browser, WAIT).until(lambda d: pattern.fullmatch(text(d, "countdown")))
         first = text(browser, "countdown")
-        assert re.fullmatch(r"(\d+d )?(\d+:)?\d\d:\d\d", first), first
+        assert pattern.fullmatch(first), first
         assert abs(countdown_seconds(first) - (ends - time.time())) < 5
         WebDriverWait(browser, WAIT).until(lambda d: text(d, "countdown") != first)
 

@@ -52,6 +52,7 @@
                          total: s.total_items });
     if (state.history.length > HISTORY) state.history.shift();
     drawBurndown();
+    tickCountdown();
     if (state.itemsFor !== s.sale_id) loadItems(s.sale_id);
   }
 
@@ -65,6 +66,7 @@
     });
     $("bar-sold").style.width = "0";
     $("bar-reserved").style.width = "0";
+    tickCountdown();
   }
 
   function tickCountdown() {
