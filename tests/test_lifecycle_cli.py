@@ -27,6 +27,7 @@ from flashsale.domain import SaleError
 from flashsale.engine import SaleService
 from flashsale.inventory import keys_for
 from flashsale.lifecycle import SaleKeeper
+from flashsale.outbox import LOCK_SECONDS
 from flashsale.wiring import build_database, build_inventory
 from tests.support import Clock, flashsale, sql
 
@@ -245,6 +246,31 @@ def test_two_sweepers_racing_next_to_live_traffic(
                             " GROUP BY 1", sale_id) == [("ok", 240)]
     audit = flashsale("audit", "--sale", sale_id, env=env, check=False)
     assert audit.returncode == 0, audit.stdout
+
+
+def test_sweep_drains_past_a_lock_a_dead_drainer_left(
+    service_env: dict[str, str], migrated_db: str, rdb: redis.Redis
+) -> None:
+    """A drainer whose Redis went away mid-drain (a failover) cannot release its lock. The
+    lock expires within LOCK_SECONDS, and a `flashsale sweep` run waits it out: the run it
+    reports drains every attempt rather than skipping the outbox."""
+    (opened,) = said(flashsale("open-sale", env=service_env))
+    sale_id = opened["sale_id"]
+    settings = Settings.from_env(service_env)
+    service = SaleService(settings, build_inventory(settings), build_database(settings, 2))
+    try:
+        for item in range(1, 6):
+            service.checkout(f"holder{item}", str(item))
+    finally:
+        service.database.close()
+    keys = keys_for(sale_id)
+    assert rdb.set(keys.drain_lock, "a-drainer-that-died", px=int(LOCK_SECONDS * 1000), nx=True)
+
+    (swept,) = said(flashsale("sweep", env=service_env))
+    assert swept["drained"] == 5
+    assert rdb.xlen(keys.outbox) == 0
+    assert sql(migrated_db, "SELECT count(*) FROM checkout_attempts WHERE sale_id = %s",
+               sale_id) == [(5,)]
 
 
 # --- audit ---------------------------------------------------------------------------------

@@ -110,9 +110,12 @@ def open_sale(args: argparse.Namespace) -> int:
 
 @_job("sweep")
 def sweep(args: argparse.Namespace) -> int:
+    from flashsale.outbox import LOCK_SECONDS
     from flashsale.wiring import build_keeper
 
-    report = build_keeper(_settings()).sweep(max_batches=args.max_batches)
+    # A job's drain is a real one: wait out a pod drainer's lock (or one a failover orphaned).
+    keeper = build_keeper(_settings())
+    report = keeper.sweep(max_batches=args.max_batches, wait_for_drain=LOCK_SECONDS + 1)
     _say(command="sweep", **vars(report))
     return 0
 

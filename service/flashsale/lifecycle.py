@@ -161,7 +161,8 @@ class SaleKeeper:
 
     # --- sweeping ---------------------------------------------------------------------------
 
-    def sweep(self, max_batches: int = 100) -> SweepReport:
+    def sweep(self, max_batches: int = 100, wait_for_drain: float = 0.0) -> SweepReport:
+        """wait_for_drain: seconds to wait for another drainer's lock on an outbox."""
         report = SweepReport(restored=self.restore())
         now_ms = int(self.clock() * 1000)
         for sale_id in sorted(self._outboxes(now_ms)):
@@ -169,7 +170,9 @@ class SaleKeeper:
             settled, reverted = self._settle_pending(sale_id, now_ms)
             report.settled += settled
             report.reverted += reverted
-            report.drained += drain_sale(self.inventory, self.database, sale_id, max_batches)
+            report.drained += drain_sale(
+                self.inventory, self.database, sale_id, max_batches, wait=wait_for_drain
+            )
             self._forget_if_finished(sale_id, now_ms)
         report.closed = self._close_ended(now_ms)
         RECLAIMED.inc(report.reclaimed)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 
-from redis.exceptions import LockError
+from redis.exceptions import LockError, RedisError
 
 from flashsale.domain import printable
 from flashsale.inventory import Inventory, keys_for
@@ -17,6 +17,9 @@ from flashsale.metrics import DRAINED
 from flashsale.records import AttemptRow, Database
 
 BATCH = 1000
+# The drain lock lives this long and is renewed with each batch: a drainer that lost its Redis
+# connection mid-drain (a failover) cannot keep the others out for long.
+LOCK_SECONDS = 5
 
 
 def _row(sale_key: str, entry_id: str, fields: dict[str, str]) -> AttemptRow:
@@ -31,15 +34,21 @@ def _row(sale_key: str, entry_id: str, fields: dict[str, str]) -> AttemptRow:
     )
 
 
-def drain_sale(inventory: Inventory, database: Database, sale_id: str, max_batches: int) -> int:
+def drain_sale(
+    inventory: Inventory, database: Database, sale_id: str, max_batches: int, wait: float = 0.0
+) -> int:
     """Drain one sale's outbox; returns the number of attempts moved.
 
     A short lock keeps two drainers from doing the same work twice; correctness does not
-    depend on it (the idempotency key does that).
+    depend on it (the idempotency key does that). `wait`: seconds to wait for a lock another
+    drainer holds (the sweep job waits, so that a run it reports is a real drain; the pod's
+    drainer loop does not, it comes back within a second anyway).
     """
     keys = keys_for(sale_id)
     client = inventory.client
-    lock = client.lock(keys.drain_lock, timeout=30, blocking=False)
+    lock = client.lock(
+        keys.drain_lock, timeout=LOCK_SECONDS, blocking=wait > 0, blocking_timeout=wait or None
+    )
     if not lock.acquire():
         return 0
     moved = 0
@@ -53,8 +62,11 @@ def drain_sale(inventory: Inventory, database: Database, sale_id: str, max_batch
             moved += len(entries)
             if len(entries) < BATCH:
                 break
+            with contextlib.suppress(LockError):  # lost it: the idempotency key still holds
+                lock.reacquire()
     finally:
-        with contextlib.suppress(LockError):  # it expired during a long drain: nothing to undo
+        # Expired during a long drain, or Redis went away: it times out by itself.
+        with contextlib.suppress(RedisError):
             lock.release()
     DRAINED.inc(moved)
     return moved
