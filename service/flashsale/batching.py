@@ -5,6 +5,11 @@ connection out of the pool (with a readiness poll), makes its own send and its o
 under load those system calls cost more than the script itself. Here the first caller wakes a
 flusher greenlet; whatever the other greenlets queue while it waits on Redis goes out in the next
 round-trip, together. Each caller still gets exactly its own reply or its own error.
+
+The flusher keeps one connection of the client's pool for itself and speaks to it through
+redis-py's connection (its handshake, TLS, sentinel discovery, hiredis parser), not through a
+`Pipeline`: a pipeline's per-execute bookkeeping (pool checkout, retry wrapper, command stack)
+cost more than the round-trip's own send and receive.
 """
 
 from __future__ import annotations
@@ -14,13 +19,15 @@ from typing import Any
 import redis
 from gevent import spawn
 from gevent.event import AsyncResult
+from redis.exceptions import ResponseError
 
 _MAX_BATCH = 512
 
 
 class Batcher:
     def __init__(self, client: redis.Redis):
-        self._client = client
+        self._pool = client.connection_pool
+        self._connection: Any = None
         self._queue: list[tuple[tuple[Any, ...], AsyncResult]] = []
         self._flushing = False
 
@@ -42,22 +49,33 @@ class Batcher:
             self._flushing = False
 
     def _send(self, batch: list[tuple[tuple[Any, ...], AsyncResult]]) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        for command, _ in batch:
-            pipe.execute_command(*command)
         try:
-            replies = pipe.execute(raise_on_error=False)
-        except BaseException as error:  # the connection failed: every caller hears it
+            if self._connection is None:
+                self._connection = self._pool.get_connection()  # connects: it may fail too
+            connection = self._connection
+            connection.send_packed_command(
+                connection.pack_commands([command for command, _ in batch]), check_health=False
+            )
             for _, reply in batch:
-                reply.set_exception(error)
+                try:
+                    reply.set(connection.read_response())
+                except ResponseError as error:  # this command's error, the others go on
+                    reply.set_exception(error)
+        except BaseException as error:  # no connection: every caller left hears it
+            self._drop_connection()
+            for _, reply in batch:
+                if not reply.ready():
+                    reply.set_exception(error)
             if not isinstance(error, Exception):
                 raise
-            return
-        for (_, reply), value in zip(batch, replies, strict=True):
-            if isinstance(value, Exception):
-                reply.set_exception(value)
-            else:
-                reply.set(value)
+
+    def _drop_connection(self) -> None:
+        """Back to the pool, closed: the next batch checks one out again, which is where a
+        sentinel-managed pool learns about a failover."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.disconnect()
+            self._pool.release(connection)
 
 
 def under_gevent() -> bool:

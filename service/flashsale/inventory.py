@@ -132,9 +132,11 @@ class Inventory:
     def __init__(self, client: redis.Redis, *, batch: bool | None = None):
         self.client = client
         self._scripts = {name: client.register_script(_script_text(name)) for name in _SCRIPTS}
-        # In a gevent worker, concurrent calls share round-trips (see batching.py).
-        use_batcher = under_gevent() if batch is None else batch
-        self._execute = Batcher(client).execute_command if use_batcher else client.execute_command
+        # In a gevent worker, concurrent calls share round-trips (see batching.py). A cluster
+        # routes each command to its slot's node: its calls go out one by one.
+        if batch is None:
+            batch = under_gevent() and not isinstance(client, RedisCluster)
+        self._execute = Batcher(client).execute_command if batch else client.execute_command
 
     def _eval(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA; a Redis that restarted and forgot the script gets it loaded again."""

@@ -1,0 +1,68 @@
+"""The Batcher on a real Redis: many greenlets at once share round-trips, yet each hears only its
+own reply or its own error, and a broken connection fails the callers of that round-trip alone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import gevent
+import pytest
+import redis
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError
+
+from flashsale.batching import Batcher
+from flashsale.inventory import connect
+from tests.support import free_port
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def test_concurrent_callers_each_get_their_own_reply(client: redis.Redis) -> None:
+    batcher = Batcher(client)
+    batcher.execute_command("PING")  # connected
+    reads_before = client.info("stats")["total_reads_processed"]
+    calls = [gevent.spawn(batcher.execute_command, "ECHO", f"reply-{n}") for n in range(300)]
+    gevent.joinall(calls, raise_error=True)
+    assert [call.value for call in calls] == [f"reply-{n}" for n in range(300)]
+    # They went out together: Redis read far fewer times than there were calls (the two INFO
+    # calls count as reads too).
+    assert client.info("stats")["total_reads_processed"] - reads_before < 30
+
+
+def test_an_error_reply_reaches_its_caller_only(client: redis.Redis) -> None:
+    batcher = Batcher(client)
+    good = [gevent.spawn(batcher.execute_command, "INCR", "batching:n") for _ in range(20)]
+    bad = gevent.spawn(batcher.execute_command, "EVALSHA", "0" * 40, 0)
+    wrong = gevent.spawn(batcher.execute_command, "LPUSH", "batching:n", "x")
+    gevent.joinall([*good, bad, wrong])
+    assert sorted(call.value for call in good) == list(range(1, 21))
+    assert isinstance(bad.exception, NoScriptError)
+    assert isinstance(wrong.exception, ResponseError) and "WRONGTYPE" in str(wrong.exception)
+    client.delete("batching:n")
+
+
+def test_a_killed_connection_fails_its_round_trip_and_the_next_one_reconnects(
+    client: redis.Redis,
+) -> None:
+    batcher = Batcher(client)
+    assert batcher.execute_command("CLIENT", "SETNAME", "batcher") == "OK"
+    (killed,) = [c for c in client.client_list() if c["name"] == "batcher"]
+    client.client_kill_filter(_id=killed["id"])
+    calls = [gevent.spawn(batcher.execute_command, "PING") for _ in range(10)]
+    gevent.joinall(calls)
+    assert all(isinstance(call.exception, ConnectionError) for call in calls)
+    assert batcher.execute_command("ECHO", "again") == "again"
+
+
+def test_a_redis_that_cannot_be_reached_fails_the_callers_instead_of_hanging_them() -> None:
+    nobody = connect(f"redis://127.0.0.1:{free_port()}", max_connections=4, timeout=0.5)
+    batcher = Batcher(nobody)
+    for _ in range(2):  # the first failure leaves no state behind that hangs the next calls
+        calls = [gevent.spawn(batcher.execute_command, "PING") for _ in range(5)]
+        assert gevent.joinall(calls, timeout=10) and all(call.ready() for call in calls)
+        assert all(isinstance(call.exception, ConnectionError) for call in calls)
