@@ -53,8 +53,9 @@ def newest_redis_server() -> Path:
         exe = Path(folder) / "redis-server"
         if folder and os.access(exe, os.X_OK):
             with contextlib.suppress(OSError, subprocess.SubprocessError):
-                out = subprocess.run([str(exe), "--version"], capture_output=True, text=True,
-                                     timeout=10, check=False).stdout
+                out = subprocess.run(
+                    [str(exe), "--version"], capture_output=True, text=True, timeout=10, check=False
+                ).stdout
                 match = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
                 if match:
                     found.append((tuple(int(x) for x in match.groups()), exe))
@@ -79,8 +80,9 @@ def stores(state_dir: Path, *, appendonly: bool = True) -> Iterator[Stores]:
         own = not redis_url and not database_url
         if not redis_url:
             server = stack.enter_context(
-                devservers.start_redis(state_dir / "redis", appendonly=appendonly,
-                                       executable=newest_redis_server())
+                devservers.start_redis(
+                    state_dir / "redis", appendonly=appendonly, executable=newest_redis_server()
+                )
             )
             redis_url = server.url
         if not database_url:
@@ -103,8 +105,11 @@ def open_period(min_left: float = 3600.0, salt: int = 0) -> int:
 
 def service_env(stores: Stores, **settings: str | int | float) -> dict[str, str]:
     """The service's environment: the caller's, less any FLASHSALE_*/PROMETHEUS_* it had."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("FLASHSALE_", "PROMETHEUS", "GUNICORN"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("FLASHSALE_", "PROMETHEUS", "GUNICORN"))
+    }
     env.update(REDIS_URL=stores.redis_url, DATABASE_URL=stores.database_url, LOG_LEVEL="WARNING")
     env.update({key: str(value) for key, value in settings.items()})
     return env
@@ -125,8 +130,10 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with status {proc.returncode} before answering")
-        with (contextlib.suppress(OSError, urllib.error.URLError),
-              urllib.request.urlopen(url, timeout=2) as answer):
+        with (
+            contextlib.suppress(OSError, urllib.error.URLError),
+            urllib.request.urlopen(url, timeout=2) as answer,
+        ):
             if answer.status == 200:
                 return
         time.sleep(0.1)
@@ -163,17 +170,26 @@ class Served:
 
 
 @contextlib.contextmanager
-def gunicorn(argv: list[str], env: dict[str, str], log_path: Path, ready_path: str,
-             workers: int = 2) -> Iterator[Served]:
+def gunicorn(
+    argv: list[str], env: dict[str, str], log_path: Path, ready_path: str, workers: int = 2
+) -> Iterator[Served]:
     """A gunicorn master (`argv` after the interpreter) on a free loopback port."""
     port = free_port()
-    env = {**env, "PORT": str(port), "WEB_CONCURRENCY": str(workers),
-           # Loopback only, whatever the config binds: the command line's setting wins.
-           "GUNICORN_CMD_ARGS": f"--bind {HOST}:{port}"}
+    env = {
+        **env,
+        "PORT": str(port),
+        "WEB_CONCURRENCY": str(workers),
+        # Loopback only, whatever the config binds: the command line's setting wins.
+        "GUNICORN_CMD_ARGS": f"--bind {HOST}:{port}",
+    }
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, *argv], env=env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            [sys.executable, *argv],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     base = f"http://{HOST}:{port}"
     try:
@@ -195,17 +211,26 @@ def stop_group(proc: subprocess.Popen, timeout: float = 30.0) -> None:
         proc.wait(5)
 
 
-def serve_service(env: dict[str, str], log_path: Path, workers: int = 2
-                  ) -> contextlib.AbstractContextManager[Served]:
+def serve_service(
+    env: dict[str, str], log_path: Path, workers: int = 2
+) -> contextlib.AbstractContextManager[Served]:
     """`flashsale serve` (gunicorn, gevent workers, the drainer as in production)."""
     return gunicorn(["-m", "flashsale", "serve"], env, log_path, "/readyz", workers)
 
 
-def serve_bare(env: dict[str, str], log_path: Path, workers: int = 2
-               ) -> contextlib.AbstractContextManager[Served]:
+def serve_bare(
+    env: dict[str, str], log_path: Path, workers: int = 2
+) -> contextlib.AbstractContextManager[Served]:
     """The bare Falcon app under the same gunicorn config, without the drainer."""
-    argv = ["-m", "gunicorn", "--config", "python:flashsale.gunicorn_conf",
-            "--pythonpath", str(LOAD_DIR), "bare_app:application"]
+    argv = [
+        "-m",
+        "gunicorn",
+        "--config",
+        "python:flashsale.gunicorn_conf",
+        "--pythonpath",
+        str(LOAD_DIR),
+        "bare_app:application",
+    ]
     env = {**env, "FLASHSALE_DRAINER": "off"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     return gunicorn(argv, env, log_path, "/healthz", workers)
@@ -254,9 +279,11 @@ def store_pids(stores: Stores) -> dict[str, int]:
     pids = {}
     with contextlib.suppress(Exception):
         pids["redis"] = int(redis_client(stores.redis_url).info("server")["process_id"])
-    with contextlib.suppress(Exception), contextlib.closing(
-        psycopg2.connect(stores.database_url)
-    ) as conn, conn.cursor() as cur:
+    with (
+        contextlib.suppress(Exception),
+        contextlib.closing(psycopg2.connect(stores.database_url)) as conn,
+        conn.cursor() as cur,
+    ):
         cur.execute("SELECT pg_backend_pid()")
         backend = cur.fetchone()[0]
         stat = Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()

@@ -28,8 +28,15 @@ from locust.exception import StopUser
 ABANDON = float(os.environ.get("FS_ABANDON", "0.33"))
 THINK_S = float(os.environ.get("FS_THINK_MS", "100")) / 1000
 # Outcomes the contract defines: a correct answer, whatever its status.
-EXPECTED = {"ok", "item_unavailable", "user_limit_reached", "sold_out", "rate_limited",
-            "code_expired", "no_active_sale"}
+EXPECTED = {
+    "ok",
+    "item_unavailable",
+    "user_limit_reached",
+    "sold_out",
+    "rate_limited",
+    "code_expired",
+    "no_active_sale",
+}
 
 _items: list[str] = []
 _items_lock = threading.Lock()

@@ -44,18 +44,31 @@ from flashsale.wiring import build_inventory
 
 USERS = 100_000
 # Commands whose cost grows with the size of what they touch; none may appear per checkout.
-SCANS = {"hgetall", "hkeys", "hvals", "hscan", "scan", "keys", "smembers", "zrange",
-         "zrangebyscore", "xrange", "lrange", "sort"}
+SCANS = {
+    "hgetall",
+    "hkeys",
+    "hvals",
+    "hscan",
+    "scan",
+    "keys",
+    "smembers",
+    "zrange",
+    "zrangebyscore",
+    "xrange",
+    "lrange",
+    "sort",
+}
 
 
 def command_counts(client: Any, calls: int) -> dict[str, list[float]]:
     """Per script call: [commands run, their us], from INFO commandstats (EVALSHA left out).
     What the commands do not account for of EVALSHA's time is the Lua interpreter's."""
     stats = client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): [round(v["calls"] / calls, 2),
-                                            round(v["usec"] / calls, 2)]
-            for name, v in sorted(stats.items())
-            if name != "cmdstat_evalsha" and v["calls"] >= calls / 2}
+    return {
+        name.removeprefix("cmdstat_"): [round(v["calls"] / calls, 2), round(v["usec"] / calls, 2)]
+        for name, v in sorted(stats.items())
+        if name != "cmdstat_evalsha" and v["calls"] >= calls / 2
+    }
 
 
 def phase(client: Any, name: str, run: Any, calls: list[tuple]) -> dict[str, Any]:
@@ -88,7 +101,8 @@ def baseline(client: Any, calls: int) -> dict[str, Any]:
     empty = client.register_script("return 1")
     reads = client.register_script(
         "local n = 0 for i = 1, 8 do if redis.call('HGET', KEYS[1], 'f') then n = n + 1 end end"
-        " return n")
+        " return n"
+    )
     client.hset("fs:bench:baseline", "f", "1")
     result = {}
     for name, script, keys in (("empty", empty, []), ("8 HGET", reads, ["fs:bench:baseline"])):
@@ -107,10 +121,14 @@ class SaleUnderTest:
     TTL_MS = 600_000
 
     def __init__(self, stores: kit.Stores, size: int, checkouts: int, rounds: int, salt: int):
-        env = kit.service_env(stores, FLASHSALE_ITEMS=size, FLASHSALE_USER_LIMIT=10,
-                              FLASHSALE_PERIOD=kit.open_period(salt=salt),
-                              # The COPY of a million items outlasts the 5 s default when busy.
-                              FLASHSALE_PG_STATEMENT_TIMEOUT_MS=600_000)
+        env = kit.service_env(
+            stores,
+            FLASHSALE_ITEMS=size,
+            FLASHSALE_USER_LIMIT=10,
+            FLASHSALE_PERIOD=kit.open_period(salt=salt),
+            # The COPY of a million items outlasts the 5 s default when busy.
+            FLASHSALE_PG_STATEMENT_TIMEOUT_MS=600_000,
+        )
         self.size = size
         self.inventory: Inventory = build_inventory(Settings.from_env(env))
         self.client = kit.redis_client(stores.redis_url)
@@ -126,46 +144,61 @@ class SaleUnderTest:
             "rounds": [],
         }
         self.result["memory_loaded_bytes_per_item"] = round(
-            self.result["memory_loaded_bytes"] / size, 1)
+            self.result["memory_loaded_bytes"] / size, 1
+        )
         self.keys = keys_for(self.sale.sale_id)
         # Distinct items for every round's reserve phase, so each reserves free items.
         rng = random.Random(size)
         self.count = min(checkouts, size // rounds)
         picked = [str(i) for i in rng.sample(range(1, size + 1), self.count * rounds)]
-        self.items = [picked[r * self.count:(r + 1) * self.count] for r in range(rounds)]
+        self.items = [picked[r * self.count : (r + 1) * self.count] for r in range(rounds)]
         self.rng = rng
 
     def checkout(self, user: str, item: str) -> list[Any]:
-        return self.inventory.checkout(self.keys, user, item, now_ms=int(time.time() * 1000),
-                                       ttl_ms=self.TTL_MS, fresh_code=new_code(self.sale.sale_id),
-                                       user_rate=0, ip_rate=0, client_ip="")
+        return self.inventory.checkout(
+            self.keys,
+            user,
+            item,
+            now_ms=int(time.time() * 1000),
+            ttl_ms=self.TTL_MS,
+            fresh_code=new_code(self.sale.sale_id),
+            user_rate=0,
+            ip_rate=0,
+            client_ip="",
+        )
 
     def measure_round(self, number: int) -> None:
         items = self.items[number]
         holders = [f"u{self.rng.randrange(USERS)}" for _ in items]
         others = [f"v{self.rng.randrange(USERS)}" for _ in items]
         used_before = self.client.info("memory")["used_memory"]
-        phases = [phase(self.client, "reserve", self.checkout, list(zip(holders, items,
-                                                                        strict=True)))]
+        phases = [
+            phase(self.client, "reserve", self.checkout, list(zip(holders, items, strict=True)))
+        ]
         reserved = self.client.info("memory")["used_memory"] - used_before
-        phases.append(phase(self.client, "conflict", self.checkout,
-                            list(zip(others, items, strict=True))))
-        phases.append(phase(self.client, "repeat", self.checkout,
-                            list(zip(holders, items, strict=True))))
-        self.result["rounds"].append({"bytes_per_live_reservation": round(reserved / len(items), 1),
-                                      "phases": phases})
+        phases.append(
+            phase(self.client, "conflict", self.checkout, list(zip(others, items, strict=True)))
+        )
+        phases.append(
+            phase(self.client, "repeat", self.checkout, list(zip(holders, items, strict=True)))
+        )
+        self.result["rounds"].append(
+            {"bytes_per_live_reservation": round(reserved / len(items), 1), "phases": phases}
+        )
 
     def summarize(self) -> None:
         """Medians over the rounds, per phase."""
         rounds = self.result["rounds"]
         self.result["bytes_per_live_reservation"] = sorted(
-            r["bytes_per_live_reservation"] for r in rounds)[len(rounds) // 2]
+            r["bytes_per_live_reservation"] for r in rounds
+        )[len(rounds) // 2]
         self.result["phases"] = []
         for index, name in enumerate(("reserve", "conflict", "repeat")):
             runs = sorted((r["phases"][index] for r in rounds), key=lambda p: p["usec_per_call"])
             median = dict(runs[len(runs) // 2])
-            median["usec_per_call_all_rounds"] = [p["usec_per_call"] for p in
-                                                  (r["phases"][index] for r in rounds)]
+            median["usec_per_call_all_rounds"] = [
+                p["usec_per_call"] for p in (r["phases"][index] for r in rounds)
+            ]
             self.result["phases"].append(median)
             assert median["phase"] == name
 
@@ -176,15 +209,24 @@ class SaleUnderTest:
         now = int(time.time() * 1000) + self.TTL_MS + 1000
         codes = {}
         for index, item in enumerate(str(i) for i in range(1, self.size + 1)):
-            reply = inventory.checkout(keys, f"b{index // 10}", item, now_ms=now,
-                                       ttl_ms=self.TTL_MS, fresh_code=new_code(self.sale.sale_id),
-                                       user_rate=0, ip_rate=0, client_ip="")
+            reply = inventory.checkout(
+                keys,
+                f"b{index // 10}",
+                item,
+                now_ms=now,
+                ttl_ms=self.TTL_MS,
+                fresh_code=new_code(self.sale.sale_id),
+                user_rate=0,
+                ip_rate=0,
+                client_ip="",
+            )
             if reply[0] == "ok":
                 codes[item] = reply[1]
         client.config_resetstat()
         for code in codes.values():
-            kind = inventory.purchase(keys, code, now_ms=now + 1, user_rate=0, ip_rate=0,
-                                      client_ip="")[0]
+            kind = inventory.purchase(
+                keys, code, now_ms=now + 1, user_rate=0, ip_rate=0, client_ip=""
+            )[0]
             if kind == "sold":
                 inventory.confirm(keys, code)
         purchase_stats = kit.evalsha_stats(client)
@@ -204,10 +246,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 1_000_000])
     parser.add_argument("--checkouts", type=int, default=3000, help="calls per phase")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="rounds of phases, alternating between the sales (medians reported)")
-    parser.add_argument("--sellout-max", type=int, default=100_000,
-                        help="sell out sales up to this size to measure their full memory")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of phases, alternating between the sales (medians reported)",
+    )
+    parser.add_argument(
+        "--sellout-max",
+        type=int,
+        default=100_000,
+        help="sell out sales up to this size to measure their full memory",
+    )
     parser.add_argument("--out", type=Path, default=kit.LOAD_DIR / "results")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -229,8 +279,10 @@ def main(argv: list[str] | None = None) -> int:
             for sale in sales:
                 sale.measure_round(number)
                 us = [p["usec_per_call"] for p in sale.result["rounds"][-1]["phases"]]
-                print(f"  round {number + 1}, {sale.size} items: reserve/conflict/repeat "
-                      f"{us} us", flush=True)
+                print(
+                    f"  round {number + 1}, {sale.size} items: reserve/conflict/repeat {us} us",
+                    flush=True,
+                )
         for sale in sales:
             sale.summarize()
             if sale.size <= args.sellout_max:
@@ -240,35 +292,47 @@ def main(argv: list[str] | None = None) -> int:
 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = args.out / f"scaling-{stamp}.json"
-    path.write_text(json.dumps({"redis_version": version, "baseline_usec_per_call": floor,
-                                "sales": results}, indent=2))
+    path.write_text(
+        json.dumps(
+            {"redis_version": version, "baseline_usec_per_call": floor, "sales": results}, indent=2
+        )
+    )
 
-    print(f"\n{'items':>9} {'open s':>7} {'B/item':>7} {'B/resv':>7} "
-          f"{'reserve us':>11} {'conflict us':>12} {'repeat us':>10}  scans")
+    print(
+        f"\n{'items':>9} {'open s':>7} {'B/item':>7} {'B/resv':>7} "
+        f"{'reserve us':>11} {'conflict us':>12} {'repeat us':>10}  scans"
+    )
     for r in results:
         us = {p["phase"]: p["usec_per_call"] for p in r["phases"]}
         scans = sorted({s for p in r["phases"] for s in p["scans"]}) or "none"
-        print(f"{r['items']:>9} {r['open_seconds']:>7} {r['memory_loaded_bytes_per_item']:>7} "
-              f"{r['bytes_per_live_reservation']:>7} {us['reserve']:>11} {us['conflict']:>12} "
-              f"{us['repeat']:>10}  {scans}")
+        print(
+            f"{r['items']:>9} {r['open_seconds']:>7} {r['memory_loaded_bytes_per_item']:>7} "
+            f"{r['bytes_per_live_reservation']:>7} {us['reserve']:>11} {us['conflict']:>12} "
+            f"{us['repeat']:>10}  {scans}"
+        )
     for r in results:
-        print(f"\n{r['items']} items: loaded {r['memory_loaded_bytes']} B "
-              f"(items hash {r['keys_at_open']['items']} B)")
+        print(
+            f"\n{r['items']} items: loaded {r['memory_loaded_bytes']} B "
+            f"(items hash {r['keys_at_open']['items']} B)"
+        )
         for p in r["phases"]:
-            print(f"  {p['phase']:<8} {p['usec_per_call']} us/call = commands "
-                  f"{p['usec_in_commands']} + Lua {p['usec_in_lua']}; per call [count, us]: "
-                  f"{p['commands_per_call']}")
+            print(
+                f"  {p['phase']:<8} {p['usec_per_call']} us/call = commands "
+                f"{p['usec_in_commands']} + Lua {p['usec_in_lua']}; per call [count, us]: "
+                f"{p['commands_per_call']}"
+            )
         if "sold_out_keys" in r:
-            print(f"  sold out: {r['sold_out_keys']['total']} B "
-                  f"({r['sold_out_bytes_per_item']} B/item) {r['sold_out_keys']}; "
-                  f"purchase.lua {r['purchase_usec_per_call']} us/call")
+            print(
+                f"  sold out: {r['sold_out_keys']['total']} B "
+                f"({r['sold_out_bytes_per_item']} B/item) {r['sold_out_keys']}; "
+                f"purchase.lua {r['purchase_usec_per_call']} us/call"
+            )
     if len(results) > 1:
         first, last = results[0], results[-1]
         for name in ("reserve", "conflict", "repeat"):
             a = next(p for p in first["phases"] if p["phase"] == name)["usec_per_call"]
             b = next(p for p in last["phases"] if p["phase"] == name)["usec_per_call"]
-            print(f"{name}: {last['items']} vs {first['items']} items: "
-                  f"{b} / {a} us = {b / a:.2f}x")
+            print(f"{name}: {last['items']} vs {first['items']} items: {b} / {a} us = {b / a:.2f}x")
     print(f"baseline EVALSHA us/call (same Redis {version}, same run): {floor}")
     print(f"\nwrote {path}")
     return 0

@@ -35,15 +35,19 @@ from flashsale import devservers
 
 ITEMS = 10_000
 PREFIX = "fs:{sale:20260101T000000Z-3600}:"
-KEYS = [PREFIX + k for k in ("meta", "items", "codes", "reserved", "user:u1", "outbox",
-                             "rl:u:u1", "rl:ip:")]
+KEYS = [
+    PREFIX + k
+    for k in ("meta", "items", "codes", "reserved", "user:u1", "outbox", "rl:u:u1", "rl:ip:")
+]
 
 PROLOGUE = """local meta_key = KEYS[1] local user_id = ARGV[1] local item_id = ARGV[2]
 local now = tonumber(ARGV[3]) local ttl = tonumber(ARGV[4]) local fresh = ARGV[5]
 local user_rate = tonumber(ARGV[6]) local ip_rate = tonumber(ARGV[7])
 """
-HMGET = ("local m = redis.call('HMGET', meta_key, 'sale_id', 'starts_ms', 'ends_ms', 'total',"
-         " 'limit', 'sold', 'expire_ms') ")
+HMGET = (
+    "local m = redis.call('HMGET', meta_key, 'sale_id', 'starts_ms', 'ends_ms', 'total',"
+    " 'limit', 'sold', 'expire_ms') "
+)
 
 
 def scripts() -> tuple[str, str]:
@@ -53,31 +57,41 @@ def scripts() -> tuple[str, str]:
 
 
 def probes(bucket: str) -> dict[str, str]:
-    take = "local w = take_token(KEYS[7], user_rate, now) if w == 0 then " \
-           "w = take_token(KEYS[8], ip_rate, now) end "
+    take = (
+        "local w = take_token(KEYS[7], user_rate, now) if w == 0 then "
+        "w = take_token(KEYS[8], ip_rate, now) end "
+    )
     return {
         "return 1 (8 keys, 7 args)": "return 1",
         "+ read the arguments": PROLOGUE + "return 1",
         "+ token buckets at rate 0": bucket + PROLOGUE + take + "return 1",
         "+ HMGET of 7 meta fields": bucket + PROLOGUE + take + HMGET + "return 1",
-        "+ return a 5-value table": bucket + PROLOGUE + take + HMGET
+        "+ return a 5-value table": bucket
+        + PROLOGUE
+        + take
+        + HMGET
         + "return {'ok', fresh, now + ttl, 0, m[1]}",
         "3 number-to-string conversions only": PROLOGUE
         + "local a = tostring(now) local b = '(' .. now "
-          "local d = 'R ' .. (now + ttl) .. ' ' .. user_id .. ' ' .. fresh return 1",
+        "local d = 'R ' .. (now + ttl) .. ' ' .. user_id .. ' ' .. fresh return 1",
     }
 
 
 # Each variant applies one more change to the previous one: (old text, new text).
 CHANGES = [
-    ("one-field XADD",
-     "redis.call('XADD', outbox_key, '*', 's', sale_id, 'u', user_id, 'i', item_id,\n"
-     "             'o', outcome, 'c', code or '', 't', tostring(now))",
-     "redis.call('XADD', outbox_key, '*', 'a', ARGV[8] .. outcome .. ' ' .. (code or ''))"),
+    (
+        "one-field XADD",
+        "redis.call('XADD', outbox_key, '*', 's', sale_id, 'u', user_id, 'i', item_id,\n"
+        "             'o', outcome, 'c', code or '', 't', tostring(now))",
+        "redis.call('XADD', outbox_key, '*', 'a', ARGV[8] .. outcome .. ' ' .. (code or ''))",
+    ),
     ("- PEXPIREAT of the user set", "redis.call('PEXPIREAT', user_key, meta[7])\n", ""),
     ("- ZADD to the reserved set", "redis.call('ZADD', reserved_key, expires, item_id)\n", ""),
-    ("- HSET to the codes hash",
-     "redis.call('HSET', codes_key, fresh, item_id .. ' ' .. user_id .. ' ' .. expires)\n", ""),
+    (
+        "- HSET to the codes hash",
+        "redis.call('HSET', codes_key, fresh, item_id .. ' ' .. user_id .. ' ' .. expires)\n",
+        "",
+    ),
 ]
 
 
@@ -106,9 +120,18 @@ def median_usec(client: Any, run: Callable[[], None], calls: int, rounds: int) -
 
 def load_sale(client: Any, now: int) -> None:
     client.delete(*[PREFIX + k for k in ("meta", "items", "codes", "reserved", "outbox")])
-    client.hset(PREFIX + "meta", mapping={"sale_id": "S", "starts_ms": now - 1000,
-                                          "ends_ms": now + 10**9, "total": ITEMS, "limit": 10,
-                                          "sold": 0, "expire_ms": now + 10**10})
+    client.hset(
+        PREFIX + "meta",
+        mapping={
+            "sale_id": "S",
+            "starts_ms": now - 1000,
+            "ends_ms": now + 10**9,
+            "total": ITEMS,
+            "limit": 10,
+            "sold": 0,
+            "expire_ms": now + 10**10,
+        },
+    )
     pipe = client.pipeline(transaction=False)
     for start in range(1, ITEMS + 1, 1000):
         pipe.hset(PREFIX + "items", mapping={str(i): "-" for i in range(start, start + 1000)})
@@ -127,11 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     bucket, checkout = scripts()
     with contextlib.ExitStack() as stack:
         state = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flashsale-lua-")))
-        server = stack.enter_context(devservers.start_redis(
-            state, appendonly=True, executable=kit.newest_redis_server()))
+        server = stack.enter_context(
+            devservers.start_redis(state, appendonly=True, executable=kit.newest_redis_server())
+        )
         client = kit.redis_client(server.url)
-        print(f"Redis {client.info('server')['redis_version']}; EVALSHA usec_per_call, "
-              f"median of {args.rounds} x {calls} calls (all rounds in brackets)")
+        print(
+            f"Redis {client.info('server')['redis_version']}; EVALSHA usec_per_call, "
+            f"median of {args.rounds} x {calls} calls (all rounds in brackets)"
+        )
 
         now = int(time.time() * 1000)
         client.hset(KEYS[0], mapping={"sale_id": "S", "starts_ms": 1, "ends_ms": 10**13})
@@ -139,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\nprobes (each line adds to the one above, except the last):")
         for name, source in probes(bucket).items():
             script = client.register_script(source)
-            values = median_usec(client, lambda s=script: s(keys=KEYS, args=probe_args),
-                                 calls, args.rounds)
+            values = median_usec(
+                client, lambda s=script: s(keys=KEYS, args=probe_args), calls, args.rounds
+            )
             print(f"  {name:38} {sorted(values)[len(values) // 2]:7.2f}  {values}")
 
         found, skipped = variants(checkout)
@@ -155,11 +182,27 @@ def main(argv: list[str] | None = None) -> int:
                 for item in rng.sample(range(1, ITEMS + 1), calls):
                     user = f"u{rng.randrange(100_000)}"
                     keys = [PREFIX + k for k in ("meta", "items", "codes", "reserved")]
-                    keys += [PREFIX + f"user:{user}", PREFIX + "outbox",
-                             PREFIX + f"rl:u:{user}", PREFIX + "rl:ip:"]
-                    batch.append((keys, [user, str(item), now, 120_000,
-                                         "S." + secrets.token_urlsafe(16), 0, 0,
-                                         f"S {user} {item} {now} "]))
+                    keys += [
+                        PREFIX + f"user:{user}",
+                        PREFIX + "outbox",
+                        PREFIX + f"rl:u:{user}",
+                        PREFIX + "rl:ip:",
+                    ]
+                    batch.append(
+                        (
+                            keys,
+                            [
+                                user,
+                                str(item),
+                                now,
+                                120_000,
+                                "S." + secrets.token_urlsafe(16),
+                                0,
+                                0,
+                                f"S {user} {item} {now} ",
+                            ],
+                        )
+                    )
                 client.config_resetstat()
                 outcomes = set()
                 for keys, call_args in batch:

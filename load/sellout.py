@@ -76,8 +76,9 @@ def call(http: HTTPClient, shop: Shop, path: str) -> tuple[int, dict[str, Any], 
     return response.status_code, orjson.loads(body) if body else {}, headers
 
 
-def user(index: int, http: HTTPClient, shop: Shop, args: argparse.Namespace,
-         deadline: float) -> None:
+def user(
+    index: int, http: HTTPClient, shop: Shop, args: argparse.Namespace, deadline: float
+) -> None:
     """One shopper: checkout a random item, then buy it or walk away; until sold out."""
     rng = random.Random(index)
     uid = f"shopper{index}"
@@ -135,35 +136,47 @@ def percentiles(values: list[float]) -> dict[str, float]:
     if not ordered:
         return {}
     pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 1)  # noqa: E731
-    return {"p50_ms": pick(0.5), "p90_ms": pick(0.9), "p99_ms": pick(0.99),
-            "max_ms": round(ordered[-1] * 1000, 1)}
+    return {
+        "p50_ms": pick(0.5),
+        "p90_ms": pick(0.9),
+        "p99_ms": pick(0.99),
+        "max_ms": round(ordered[-1] * 1000, 1),
+    }
 
 
-def check_records(database_url: str, sale_id: str, shop: Shop, items: int, limit: int
-                  ) -> tuple[list[str], dict[str, Any]]:
+def check_records(
+    database_url: str, sale_id: str, shop: Shop, items: int, limit: int
+) -> tuple[list[str], dict[str, Any]]:
     """Counting rows: purchases, per-user limits, and one attempt row per checkout answer."""
     problems = []
     with contextlib.closing(psycopg2.connect(database_url)) as conn, conn.cursor() as cur:
-        cur.execute("SELECT count(*), count(DISTINCT item_id) FROM purchases WHERE sale_id = %s",
-                    (sale_id,))
+        cur.execute(
+            "SELECT count(*), count(DISTINCT item_id) FROM purchases WHERE sale_id = %s", (sale_id,)
+        )
         purchases, distinct = cur.fetchone()
-        cur.execute("SELECT user_id, count(*) FROM purchases WHERE sale_id = %s GROUP BY user_id"
-                    " HAVING count(*) > %s", (sale_id, limit))
+        cur.execute(
+            "SELECT user_id, count(*) FROM purchases WHERE sale_id = %s GROUP BY user_id"
+            " HAVING count(*) > %s",
+            (sale_id, limit),
+        )
         over = cur.fetchall()
-        cur.execute("SELECT outcome, count(*) FROM checkout_attempts WHERE sale_id = %s"
-                    " GROUP BY outcome", (sale_id,))
+        cur.execute(
+            "SELECT outcome, count(*) FROM checkout_attempts WHERE sale_id = %s GROUP BY outcome",
+            (sale_id,),
+        )
         attempts = dict(cur.fetchall())
     if purchases != items or distinct != items:
-        problems.append(f"purchases: {purchases} rows, {distinct} distinct items, "
-                        f"expected {items}")
+        problems.append(f"purchases: {purchases} rows, {distinct} distinct items, expected {items}")
     if over:
         problems.append(f"users over the limit: {over}")
     if shop.purchases["ok"] != purchases:
-        problems.append(f"clients heard 200 for {shop.purchases['ok']} purchases, "
-                        f"PostgreSQL holds {purchases}")
+        problems.append(
+            f"clients heard 200 for {shop.purchases['ok']} purchases, PostgreSQL holds {purchases}"
+        )
     if attempts != dict(shop.checkouts):
-        problems.append(f"checkout attempts in PostgreSQL {attempts} "
-                        f"!= answers {dict(shop.checkouts)}")
+        problems.append(
+            f"checkout attempts in PostgreSQL {attempts} != answers {dict(shop.checkouts)}"
+        )
     return problems, {"purchases": purchases, "attempts_by_outcome": attempts}
 
 
@@ -196,8 +209,11 @@ def main(argv: list[str] | None = None) -> int:
         state = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flashsale-sell-")))
         stores = stack.enter_context(kit.stores(state))
         env = kit.service_env(
-            stores, FLASHSALE_ITEMS=args.items, FLASHSALE_PERIOD=kit.open_period(),
-            FLASHSALE_CHECKOUT_TTL=args.ttl, FLASHSALE_USER_LIMIT=args.limit,
+            stores,
+            FLASHSALE_ITEMS=args.items,
+            FLASHSALE_PERIOD=kit.open_period(),
+            FLASHSALE_CHECKOUT_TTL=args.ttl,
+            FLASHSALE_USER_LIMIT=args.limit,
             PROMETHEUS_MULTIPROC_DIR=str(state / "metrics"),
         )
         sale = kit.open_sale(env)
@@ -205,12 +221,15 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(kit.keep_logs, state, args.out, f"sellout-{stamp}")
         served = stack.enter_context(kit.serve_service(env, state / "service.log"))
         host, port = served.base_url.removeprefix("http://").split(":")
-        http = HTTPClient(host, int(port), concurrency=args.connections,
-                          connection_timeout=10, network_timeout=30)
+        http = HTTPClient(
+            host, int(port), concurrency=args.connections, connection_timeout=10, network_timeout=30
+        )
         ids = item_ids(http)
-        print(f"sale {sale.sale_id}: {len(ids)} items; {args.users} users on "
-              f"{args.connections} connections, TTL {args.ttl} s, abandon {args.abandon:.0%}",
-              flush=True)
+        print(
+            f"sale {sale.sale_id}: {len(ids)} items; {args.users} users on "
+            f"{args.connections} connections, TTL {args.ttl} s, abandon {args.abandon:.0%}",
+            flush=True,
+        )
 
         shop = Shop(ids)
         started = time.monotonic()
@@ -220,8 +239,11 @@ def main(argv: list[str] | None = None) -> int:
         def progress() -> None:
             while not shop.sold_out.is_set():
                 gevent.sleep(5)
-                print(f"  {time.monotonic() - started:6.1f} s  sold {shop.purchases['ok']:>6}  "
-                      f"checkouts {sum(shop.checkouts.values()):>7}", flush=True)
+                print(
+                    f"  {time.monotonic() - started:6.1f} s  sold {shop.purchases['ok']:>6}  "
+                    f"checkouts {sum(shop.checkouts.values()):>7}",
+                    flush=True,
+                )
 
         reporter = gevent.spawn(progress)
         gevent.joinall(crowd, timeout=args.timeout + 30)
@@ -234,14 +256,20 @@ def main(argv: list[str] | None = None) -> int:
         wait_drained(stores.database_url, sale.sale_id, sum(shop.checkouts.values()))
         audit = subprocess.run(
             [sys.executable, "-m", "flashsale", "audit", "--sale", sale.sale_id],
-            env=env, capture_output=True, text=True, timeout=120, check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
-        problems, records = check_records(stores.database_url, sale.sale_id, shop, args.items,
-                                          args.limit)
+        problems, records = check_records(
+            stores.database_url, sale.sale_id, shop, args.items, args.limit
+        )
         memory = kit.sale_keys_memory(kit.redis_client(stores.redis_url), sale.sale_id)
 
     requests = sum(shop.checkouts.values()) + sum(
-        n for k, n in shop.purchases.items() if k != "abandoned")
+        n for k, n in shop.purchases.items() if k != "abandoned"
+    )
     result = {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": {k: v for k, v in vars(args).items() if k != "out"},
@@ -262,8 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / f"sellout-{stamp}.json"
     path.write_text(json.dumps(result, indent=2))
 
-    print(f"\nsold out: {result['sold_out']} in {result['seconds_to_sell_out']} s "
-          f"({requests} requests, {result['requests_per_second']} req/s)")
+    print(
+        f"\nsold out: {result['sold_out']} in {result['seconds_to_sell_out']} s "
+        f"({requests} requests, {result['requests_per_second']} req/s)"
+    )
     print(f"checkouts by outcome: {result['checkouts']}")
     print(f"purchases by outcome: {result['purchases']}")
     print(f"client latency: {result['latency']}")
@@ -272,8 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     print(audit.stdout.strip())
     if audit.returncode or audit.stderr.strip():
         print(audit.stderr.strip()[-2000:], file=sys.stderr)
-    anomalies = problems + ([f"flashsale audit exited {audit.returncode}"]
-                            if audit.returncode else [])
+    anomalies = problems + (
+        [f"flashsale audit exited {audit.returncode}"] if audit.returncode else []
+    )
     anomalies += [] if shop.sold_out.is_set() else ["the sale did not sell out in time"]
     print("anomalies: " + ("none" if not anomalies else "; ".join(anomalies)))
     print(f"wrote {path}")

@@ -130,16 +130,18 @@ def settings(service_env: dict[str, str]) -> Settings:
 
 @pytest.fixture
 def keeper(settings: Settings, clock: Clock) -> Iterator[SaleKeeper]:
-    keeper = SaleKeeper(settings, build_inventory(settings), build_database(settings, 2),
-                        clock=clock)
+    keeper = SaleKeeper(
+        settings, build_inventory(settings), build_database(settings, 2), clock=clock
+    )
     yield keeper
     keeper.database.close()
 
 
 @pytest.fixture
 def service(settings: Settings, clock: Clock) -> Iterator[SaleService]:
-    service = SaleService(settings, build_inventory(settings), build_database(settings),
-                          clock=clock)
+    service = SaleService(
+        settings, build_inventory(settings), build_database(settings), clock=clock
+    )
     yield service
     service.database.close()
 

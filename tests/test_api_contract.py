@@ -77,10 +77,12 @@ class Api:
     def __post_init__(self) -> None:
         self.client = falcon.testing.TestClient(self.app)
 
-    def call(self, method: str, path: str, pairs: Pairs | None = None,
-             **kwargs: Any) -> falcon.testing.Result:
-        result = self.client.simulate_request(method, path,
-                                              query_string=urlencode(pairs or []), **kwargs)
+    def call(
+        self, method: str, path: str, pairs: Pairs | None = None, **kwargs: Any
+    ) -> falcon.testing.Result:
+        result = self.client.simulate_request(
+            method, path, query_string=urlencode(pairs or []), **kwargs
+        )
         check_response(self.app, method, path, result)
         return result
 
@@ -94,13 +96,22 @@ class Api:
         sale_id = None
         if outcome == "ok":
             sale_id = result.json["sale_id"]
-        elif (self.redis_up and self.sale is not None
-              and self.sale.starts_ms <= now_ms < self.sale.ends_ms):
+        elif (
+            self.redis_up
+            and self.sale is not None
+            and self.sale.starts_ms <= now_ms < self.sale.ends_ms
+        ):
             sale_id = self.sale.sale_id  # errors of an open sale belong to that sale
-        self.attempts.append(Attempt(
-            sale_id, stored(pairs, "user_id"), stored(pairs, "id"), outcome,
-            result.json["code"] if outcome == "ok" else None, now_ms,
-        ))
+        self.attempts.append(
+            Attempt(
+                sale_id,
+                stored(pairs, "user_id"),
+                stored(pairs, "id"),
+                outcome,
+                result.json["code"] if outcome == "ok" else None,
+                now_ms,
+            )
+        )
         return result
 
     def checkout(self, user: str, item: str | int) -> falcon.testing.Result:
@@ -146,19 +157,26 @@ class Harness:
 
     def stack(self, **env: str) -> Stack:
         settings = Settings.from_env({**self.env, **env})
-        service = SaleService(settings, build_inventory(settings), build_database(settings, 4),
-                              clock=self.clock)
-        keeper = SaleKeeper(settings, build_inventory(settings), build_database(settings, 2),
-                            clock=self.clock)
+        service = SaleService(
+            settings, build_inventory(settings), build_database(settings, 4), clock=self.clock
+        )
+        keeper = SaleKeeper(
+            settings, build_inventory(settings), build_database(settings, 2), clock=self.clock
+        )
         self._closers += [service.database.close, keeper.database.close]
-        api = Api(create_app(service), self.clock, self.attempts,
-                  redis_up=settings.redis_url == self.env["REDIS_URL"])
+        api = Api(
+            create_app(service),
+            self.clock,
+            self.attempts,
+            redis_up=settings.redis_url == self.env["REDIS_URL"],
+        )
         return Stack(settings, service, keeper, api)
 
     def rows(self) -> list[tuple]:
-        return sql(self.env["DATABASE_URL"],
-                     "SELECT sale_id, user_id, item_id, outcome, code, created_at"
-                     " FROM checkout_attempts")
+        return sql(
+            self.env["DATABASE_URL"],
+            "SELECT sale_id, user_id, item_id, outcome, code, created_at FROM checkout_attempts",
+        )
 
     def assert_attempts_recorded(self, keeper: SaleKeeper) -> None:
         """Drain, then every checkout sent is one row with its outcome, code and time."""
@@ -243,33 +261,57 @@ def test_malformed_checkouts_are_400_and_recorded(harness: Harness, stack: Stack
     harness.assert_attempts_recorded(stack.keeper)
     # Spelled out: a missing parameter is NULL, not an empty string.
     url = harness.env["DATABASE_URL"]
-    assert sql(url, "SELECT count(*) FROM checkout_attempts WHERE outcome = 'invalid_request'"
-                      " AND user_id IS NULL AND item_id IS NULL") == [(1,)]
-    assert sql(url, "SELECT count(*) FROM checkout_attempts WHERE outcome = 'invalid_request'"
-                      " AND user_id IS NULL AND item_id = '1'") == [(1,)]
-    assert sql(url, "SELECT count(*) FROM checkout_attempts WHERE outcome = 'invalid_request'"
-                      " AND user_id = '' AND item_id = '1'") == [(1,)]
-    assert sql(url, "SELECT count(*) FROM checkout_attempts WHERE outcome = 'invalid_request'"
-                      " AND sale_id = %s", stack.api.sale.sale_id) == [(len(BAD_CHECKOUTS),)]
+    assert sql(
+        url,
+        "SELECT count(*) FROM checkout_attempts WHERE outcome = 'invalid_request'"
+        " AND user_id IS NULL AND item_id IS NULL",
+    ) == [(1,)]
+    assert sql(
+        url,
+        "SELECT count(*) FROM checkout_attempts WHERE outcome = 'invalid_request'"
+        " AND user_id IS NULL AND item_id = '1'",
+    ) == [(1,)]
+    assert sql(
+        url,
+        "SELECT count(*) FROM checkout_attempts WHERE outcome = 'invalid_request'"
+        " AND user_id = '' AND item_id = '1'",
+    ) == [(1,)]
+    assert sql(
+        url,
+        "SELECT count(*) FROM checkout_attempts WHERE outcome = 'invalid_request' AND sale_id = %s",
+        stack.api.sale.sale_id,
+    ) == [(len(BAD_CHECKOUTS),)]
 
 
-@pytest.mark.parametrize("pairs", [
-    [],
-    [("code", "")],
-    [("code", "has space")],
-    [("code", "x" * 129)],
-    [("code", "a.b"), ("code", "c.d")],
-], ids=["missing", "empty", "bad charset", "too long", "repeated"])
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [],
+        [("code", "")],
+        [("code", "has space")],
+        [("code", "x" * 129)],
+        [("code", "a.b"), ("code", "c.d")],
+    ],
+    ids=["missing", "empty", "bad charset", "too long", "repeated"],
+)
 def test_malformed_purchases_are_400(stack: Stack, pairs: Pairs) -> None:
     result = stack.api.call("POST", "/purchase", pairs)
     assert_error(result, 400, "invalid_request")
 
 
-@pytest.mark.parametrize("pairs", [
-    [("limit", "0")], [("limit", "1001")], [("limit", "ten")], [("limit", "-1")],
-    [("limit", "5"), ("limit", "6")], [("cursor", "someone-else:3")],
-    [("cursor", "a"), ("cursor", "b")],
-], ids=["zero", "1001", "word", "negative", "repeated", "foreign cursor", "repeated cursor"])
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [("limit", "0")],
+        [("limit", "1001")],
+        [("limit", "ten")],
+        [("limit", "-1")],
+        [("limit", "5"), ("limit", "6")],
+        [("cursor", "someone-else:3")],
+        [("cursor", "a"), ("cursor", "b")],
+    ],
+    ids=["zero", "1001", "word", "negative", "repeated", "foreign cursor", "repeated cursor"],
+)
 def test_malformed_item_pages_are_400(stack: Stack, pairs: Pairs) -> None:
     assert_error(stack.api.get("/sale/items", pairs), 400, "invalid_request")
 
@@ -304,8 +346,11 @@ def test_rate_limited_per_user_with_retry_after(harness: Harness, clock: Clock) 
     assert api.checkout("u1", 2).status_code == 200
     harness.assert_attempts_recorded(stack.keeper)
     url = harness.env["DATABASE_URL"]
-    assert sql(url, "SELECT count(*) FROM checkout_attempts WHERE outcome = 'rate_limited'"
-                      " AND user_id = 'u1' AND item_id = '2' AND sale_id IS NOT NULL") == [(1,)]
+    assert sql(
+        url,
+        "SELECT count(*) FROM checkout_attempts WHERE outcome = 'rate_limited'"
+        " AND user_id = 'u1' AND item_id = '2' AND sale_id IS NOT NULL",
+    ) == [(1,)]
 
 
 # --- 503 no_active_sale ------------------------------------------------------------------------
@@ -313,14 +358,20 @@ def test_rate_limited_per_user_with_retry_after(harness: Harness, clock: Clock) 
 
 def test_no_active_sale_before_any_sale_opened(harness: Harness) -> None:
     stack = harness.stack()
-    for result in (stack.api.checkout("u1", 1), stack.api.checkout("u1", "no-such-item"),
-                   stack.api.get("/sale/status"), stack.api.get("/sale/items")):
+    for result in (
+        stack.api.checkout("u1", 1),
+        stack.api.checkout("u1", "no-such-item"),
+        stack.api.get("/sale/status"),
+        stack.api.get("/sale/items"),
+    ):
         assert_error(result, 503, "no_active_sale")
         assert retry_after(result) >= 1
     harness.assert_attempts_recorded(stack.keeper)
-    assert sql(harness.env["DATABASE_URL"],
-                 "SELECT count(*) FROM checkout_attempts WHERE sale_id IS NULL"
-                 " AND outcome = 'no_active_sale'") == [(2,)]
+    assert sql(
+        harness.env["DATABASE_URL"],
+        "SELECT count(*) FROM checkout_attempts WHERE sale_id IS NULL"
+        " AND outcome = 'no_active_sale'",
+    ) == [(2,)]
 
 
 def test_sale_ends_with_its_period(harness: Harness, stack: Stack, clock: Clock) -> None:
@@ -380,8 +431,7 @@ def test_sold_out_and_its_precedence(harness: Harness) -> None:
 # --- 403 user_limit_reached --------------------------------------------------------------------
 
 
-def test_user_limit_counts_open_reservations(harness: Harness, stack: Stack,
-                                             clock: Clock) -> None:
+def test_user_limit_counts_open_reservations(harness: Harness, stack: Stack, clock: Clock) -> None:
     api = stack.api  # limit 3, TTL 60 s
     first = api.reserve("u1", 1)
     api.reserve("u1", 2)
@@ -405,8 +455,9 @@ def test_user_limit_counts_open_reservations(harness: Harness, stack: Stack,
     harness.assert_attempts_recorded(stack.keeper)
 
 
-def test_same_user_same_item_same_code_counted_once(harness: Harness, stack: Stack,
-                                                     clock: Clock) -> None:
+def test_same_user_same_item_same_code_counted_once(
+    harness: Harness, stack: Stack, clock: Clock
+) -> None:
     api = stack.api
     first = api.reserve("u1", 1)
     clock.advance(5)
@@ -420,16 +471,17 @@ def test_same_user_same_item_same_code_counted_once(harness: Harness, stack: Sta
     assert api.get("/sale/status").json["items_reserved"] == 3
     harness.assert_attempts_recorded(stack.keeper)
     # Each repeat is its own attempt row, all with the one code.
-    assert sql(harness.env["DATABASE_URL"],
-                 "SELECT count(*), count(DISTINCT code) FROM checkout_attempts"
-                 " WHERE user_id = 'u1' AND item_id = '1'") == [(4, 1)]
+    assert sql(
+        harness.env["DATABASE_URL"],
+        "SELECT count(*), count(DISTINCT code) FROM checkout_attempts"
+        " WHERE user_id = 'u1' AND item_id = '1'",
+    ) == [(4, 1)]
 
 
 # --- 409 item_unavailable ----------------------------------------------------------------------
 
 
-def test_item_unavailable_reserved_or_sold(harness: Harness, stack: Stack,
-                                           clock: Clock) -> None:
+def test_item_unavailable_reserved_or_sold(harness: Harness, stack: Stack, clock: Clock) -> None:
     api = stack.api
     held = api.reserve("u1", 1)
     assert_error(api.checkout("u2", 1), 409, "item_unavailable")
@@ -451,8 +503,12 @@ def test_item_unavailable_reserved_or_sold(harness: Harness, stack: Stack,
 def test_unknown_codes(stack: Stack) -> None:
     sale_id = stack.api.sale.sale_id
     token = "A" * 22
-    for code in ("nonsense", f"{sale_id}.{token}", f"19990101T000000Z-3600.{token}",
-                 f"{sale_id}.short"):
+    for code in (
+        "nonsense",
+        f"{sale_id}.{token}",
+        f"19990101T000000Z-3600.{token}",
+        f"{sale_id}.short",
+    ):
         assert_error(stack.api.purchase(code), 404, "code_not_found")
 
 
@@ -470,8 +526,7 @@ def test_code_expired(harness: Harness, stack: Stack, clock: Clock) -> None:
     harness.assert_attempts_recorded(stack.keeper)
 
 
-def test_purchase_retry_is_the_same_purchase(harness: Harness, stack: Stack,
-                                             clock: Clock) -> None:
+def test_purchase_retry_is_the_same_purchase(harness: Harness, stack: Stack, clock: Clock) -> None:
     api = stack.api
     held = api.reserve("u1", 7)
     first = api.purchase(held["code"])
@@ -491,8 +546,7 @@ def test_purchase_retry_is_the_same_purchase(harness: Harness, stack: Stack,
     assert again.status_code == 200 and again.json == first.json
     url = harness.env["DATABASE_URL"]
     assert sql(url, "SELECT count(*) FROM purchases") == [(1,)]
-    assert sql(url, "SELECT user_id, item_id, code FROM purchases") == [
-        ("u1", "7", held["code"])]
+    assert sql(url, "SELECT user_id, item_id, code FROM purchases") == [("u1", "7", held["code"])]
     assert api.get("/sale/status").json["items_sold"] == 1
 
 
@@ -500,8 +554,9 @@ def test_purchase_retry_is_the_same_purchase(harness: Harness, stack: Stack,
 
 
 def test_redis_unreachable(harness: Harness, stack: Stack) -> None:
-    dead = harness.stack(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
-                         FLASHSALE_REDIS_TIMEOUT="0.5")
+    dead = harness.stack(
+        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", FLASHSALE_REDIS_TIMEOUT="0.5"
+    )
     api = dead.api
     api.sale = stack.api.sale
     for result in (api.checkout("u1", 1), api.checkout("u1", "no-such-item")):
@@ -515,15 +570,21 @@ def test_redis_unreachable(harness: Harness, stack: Stack) -> None:
     assert api.get("/metrics").status_code == 200
     # The attempts are in PostgreSQL already, before any drain ran: straight from the request.
     rows = harness.rows()
-    assert Counter((s, u, i, o) for s, u, i, o, _, _ in rows) == Counter([
-        (None, None, "1", "invalid_request"), (None, "u1", "1", "unavailable"),
-        (None, "u1", "no-such-item", "unavailable")])
+    assert Counter((s, u, i, o) for s, u, i, o, _, _ in rows) == Counter(
+        [
+            (None, None, "1", "invalid_request"),
+            (None, "u1", "1", "unavailable"),
+            (None, "u1", "no-such-item", "unavailable"),
+        ]
+    )
     harness.assert_attempts_recorded(stack.keeper)
 
 
 def test_postgres_unreachable_at_purchase(harness: Harness, stack: Stack) -> None:
-    dead = harness.stack(DATABASE_URL=f"postgresql://nobody@127.0.0.1:{free_port()}/none",
-                         FLASHSALE_PG_CONNECT_TIMEOUT="1")
+    dead = harness.stack(
+        DATABASE_URL=f"postgresql://nobody@127.0.0.1:{free_port()}/none",
+        FLASHSALE_PG_CONNECT_TIMEOUT="1",
+    )
     api = dead.api
     api.sale = stack.api.sale
     held = api.reserve("u1", 1)  # the decision and its record need Redis only
@@ -657,18 +718,21 @@ def test_metrics_names_the_contract_metrics(stack: Stack) -> None:
 
     def counted(name: str, outcome: str) -> float:
         _, samples = _samples(api.get("/metrics").text)
-        return sum(v for n, labels, v in samples
-                   if n == name and labels.get("outcome") == outcome)
+        return sum(v for n, labels, v in samples if n == name and labels.get("outcome") == outcome)
 
-    before = (counted("flashsale_checkouts_total", "ok"),
-              counted("flashsale_checkouts_total", "item_not_found"),
-              counted("flashsale_purchases_total", "ok"))
+    before = (
+        counted("flashsale_checkouts_total", "ok"),
+        counted("flashsale_checkouts_total", "item_not_found"),
+        counted("flashsale_purchases_total", "ok"),
+    )
     api.buy("u1", 1)
     api.reserve("u1", 2)
     assert_error(api.checkout("u1", 99), 404, "item_not_found")
-    after = (counted("flashsale_checkouts_total", "ok"),
-             counted("flashsale_checkouts_total", "item_not_found"),
-             counted("flashsale_purchases_total", "ok"))
+    after = (
+        counted("flashsale_checkouts_total", "ok"),
+        counted("flashsale_checkouts_total", "item_not_found"),
+        counted("flashsale_purchases_total", "ok"),
+    )
     assert [b - a for a, b in zip(before, after, strict=True)] == [2, 1, 1]
 
     result = api.get("/metrics")
@@ -679,9 +743,12 @@ def test_metrics_names_the_contract_metrics(stack: Stack) -> None:
     assert types["flashsale_request_duration_seconds"] == "histogram"
     assert types["flashsale_sale_items"] == "gauge"
     assert types["flashsale_outbox_backlog"] == "gauge"
-    assert any(n == "flashsale_request_duration_seconds_bucket"
-               and labels.get("route") == "/checkout" and labels.get("status") == "200"
-               for n, labels, _ in samples)
+    assert any(
+        n == "flashsale_request_duration_seconds_bucket"
+        and labels.get("route") == "/checkout"
+        and labels.get("status") == "200"
+        for n, labels, _ in samples
+    )
     items = {labels["state"]: v for n, labels, v in samples if n == "flashsale_sale_items"}
     assert items == {"total": 50, "sold": 1, "reserved": 1, "remaining": 49}
     backlog = [v for n, _, v in samples if n == "flashsale_outbox_backlog"]
@@ -692,16 +759,23 @@ def test_unknown_route_and_wrong_method_are_json_errors(stack: Stack) -> None:
     api = stack.api
 
     def error_shaped(result: falcon.testing.Result, status: int, code: str) -> bool:
-        return (result.status_code == status
-                and result.headers["content-type"].startswith("application/json")
-                and set(result.json) == {"error"}
-                and set(result.json["error"]) == {"code", "message"}
-                and result.json["error"]["code"] == code)
+        return (
+            result.status_code == status
+            and result.headers["content-type"].startswith("application/json")
+            and set(result.json) == {"error"}
+            and set(result.json["error"]) == {"code", "message"}
+            and result.json["error"]["code"] == code
+        )
 
     for path in ("/nowhere", "/checkout/1", "/images/x"):
         assert error_shaped(api.get(path), 404, "not_found"), path
-    for method, path in (("GET", "/checkout"), ("GET", "/purchase"), ("POST", "/sale/status"),
-                         ("DELETE", "/sale/items"), ("PUT", "/healthz")):
+    for method, path in (
+        ("GET", "/checkout"),
+        ("GET", "/purchase"),
+        ("POST", "/sale/status"),
+        ("DELETE", "/sale/items"),
+        ("PUT", "/healthz"),
+    ):
         result = api.call(method, path)
         assert error_shaped(result, 405, "method_not_allowed"), (method, path, result.text)
 
@@ -709,8 +783,9 @@ def test_unknown_route_and_wrong_method_are_json_errors(stack: Stack) -> None:
 # --- the records of a busy minute ---------------------------------------------------------------
 
 
-def test_every_attempt_is_recorded_with_its_outcome(harness: Harness, stack: Stack,
-                                                    clock: Clock) -> None:
+def test_every_attempt_is_recorded_with_its_outcome(
+    harness: Harness, stack: Stack, clock: Clock
+) -> None:
     """A mix of every checkout outcome, then the rows counted by outcome."""
     api = stack.api
     api.reserve("a", 1)
@@ -724,10 +799,19 @@ def test_every_attempt_is_recorded_with_its_outcome(harness: Harness, stack: Sta
     clock.advance(61)
     api.buy("b", 1)  # the expired item back in stock
     harness.assert_attempts_recorded(stack.keeper)
-    by_outcome = dict(sql(harness.env["DATABASE_URL"],
-                            "SELECT outcome, count(*) FROM checkout_attempts GROUP BY outcome"))
-    assert by_outcome == {"ok": 5, "item_unavailable": 1, "item_not_found": 1,
-                          "invalid_request": 1, "user_limit_reached": 1}
+    by_outcome = dict(
+        sql(
+            harness.env["DATABASE_URL"],
+            "SELECT outcome, count(*) FROM checkout_attempts GROUP BY outcome",
+        )
+    )
+    assert by_outcome == {
+        "ok": 5,
+        "item_unavailable": 1,
+        "item_not_found": 1,
+        "invalid_request": 1,
+        "user_limit_reached": 1,
+    }
     # Draining again adds nothing: the rows are keyed.
     stack.keeper.sweep()
     assert len(harness.rows()) == 9

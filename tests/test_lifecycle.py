@@ -42,7 +42,6 @@ def error_code(result: falcon.testing.Result) -> str:
     return result.json["error"]["code"]
 
 
-
 def item_states(redis_url: str, sale_id: str) -> dict[str, str]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
@@ -77,10 +76,15 @@ class Stack:
 def build_stack(
     settings: Settings, service_clock: Clock, keeper_clock: Clock | None = None
 ) -> Stack:
-    keeper = SaleKeeper(settings, build_inventory(settings), build_database(settings, 2),
-                        clock=keeper_clock or service_clock)
-    service = SaleService(settings, build_inventory(settings), build_database(settings, 8),
-                          clock=service_clock)
+    keeper = SaleKeeper(
+        settings,
+        build_inventory(settings),
+        build_database(settings, 2),
+        clock=keeper_clock or service_clock,
+    )
+    service = SaleService(
+        settings, build_inventory(settings), build_database(settings, 8), clock=service_clock
+    )
     return Stack(settings, keeper, service, falcon.testing.TestClient(create_app(service)))
 
 
@@ -103,7 +107,10 @@ def stacks() -> Any:
 
 
 def test_whole_sale_with_abandonment_sells_exactly_n(
-    keeper: SaleKeeper, client: falcon.testing.TestClient, clock: Clock, migrated_db: str,
+    keeper: SaleKeeper,
+    client: falcon.testing.TestClient,
+    clock: Clock,
+    migrated_db: str,
     redis_url: str,
 ) -> None:
     """A crowd where about a third of the checkouts are never purchased still sells exactly N:
@@ -149,24 +156,35 @@ def test_whole_sale_with_abandonment_sells_exactly_n(
 
     assert abandoned > n / 10, "the crowd abandoned too few checkouts to prove anything"
     assert len(bought) == n
-    rows = sql(migrated_db, "SELECT count(*), count(DISTINCT item_id) FROM purchases"
-                            " WHERE sale_id = %s", sale.sale_id)
+    rows = sql(
+        migrated_db,
+        "SELECT count(*), count(DISTINCT item_id) FROM purchases WHERE sale_id = %s",
+        sale.sale_id,
+    )
     assert rows == [(n, n)]
     assert kinds(item_states(redis_url, sale.sale_id)) == {"S": n}
     assert error_code(checkout(client, "late-comer", "1")) == "sold_out"
     # Buyers never exceeded the limit, in Redis and in PostgreSQL.
-    per_user = sql(migrated_db, "SELECT max(n) FROM (SELECT count(*) AS n FROM purchases"
-                                " WHERE sale_id = %s GROUP BY user_id) x", sale.sale_id)
+    per_user = sql(
+        migrated_db,
+        "SELECT max(n) FROM (SELECT count(*) AS n FROM purchases"
+        " WHERE sale_id = %s GROUP BY user_id) x",
+        sale.sale_id,
+    )
     assert per_user[0][0] <= sale.user_limit
 
     keeper.sweep()
-    report = audit_sale(keeper.inventory, keeper.database, sale,
-                        now_ms=int(clock() * 1000), window_ms=5000)
+    report = audit_sale(
+        keeper.inventory, keeper.database, sale, now_ms=int(clock() * 1000), window_ms=5000
+    )
     assert report.clean, report.render()
 
 
 def test_late_checkout_of_expired_reservation_succeeds_before_any_sweep(
-    keeper: SaleKeeper, client: falcon.testing.TestClient, clock: Clock, settings: Settings,
+    keeper: SaleKeeper,
+    client: falcon.testing.TestClient,
+    clock: Clock,
+    settings: Settings,
     migrated_db: str,
 ) -> None:
     sale, _ = keeper.open_sale()
@@ -180,8 +198,11 @@ def test_late_checkout_of_expired_reservation_succeeds_before_any_sweep(
     assert late.json["code"] != first.json["code"]
     assert error_code(purchase(client, first.json["code"])) == "code_expired"
     assert purchase(client, late.json["code"]).status_code == 200
-    rows = sql(migrated_db, "SELECT user_id FROM purchases WHERE sale_id = %s AND item_id = '7'",
-               sale.sale_id)
+    rows = sql(
+        migrated_db,
+        "SELECT user_id FROM purchases WHERE sale_id = %s AND item_id = '7'",
+        sale.sale_id,
+    )
     assert rows == [("bob",)]
     # The sweeper has nothing to return: the item was re-reserved and sold, not abandoned.
     assert keeper.sweep().reclaimed == 0
@@ -191,7 +212,10 @@ def test_late_checkout_of_expired_reservation_succeeds_before_any_sweep(
 
 
 def test_sweep_returns_exactly_the_abandoned_reservations(
-    keeper: SaleKeeper, client: falcon.testing.TestClient, clock: Clock, settings: Settings,
+    keeper: SaleKeeper,
+    client: falcon.testing.TestClient,
+    clock: Clock,
+    settings: Settings,
     redis_url: str,
 ) -> None:
     sale, _ = keeper.open_sale()
@@ -231,13 +255,15 @@ def test_sweep_is_bounded_per_run(keeper: SaleKeeper, clock: Clock, migrated_db:
     now_ms = int(clock() * 1000)
     pipe_client = keeper.inventory
     for i in range(1500):
-        pipe_client.record_attempt(keys, "invalid_request", now_ms=now_ms, user_id=f"u{i}",
-                                   item_id=None)
+        pipe_client.record_attempt(
+            keys, "invalid_request", now_ms=now_ms, user_id=f"u{i}", item_id=None
+        )
     assert keeper.sweep(max_batches=1).drained == 1000
     assert keeper.sweep(max_batches=1).drained == 500
     assert keeper.sweep(max_batches=1).drained == 0
-    assert sql(migrated_db, "SELECT count(*) FROM checkout_attempts WHERE sale_id = %s",
-               sale.sale_id) == [(1500,)]
+    assert sql(
+        migrated_db, "SELECT count(*) FROM checkout_attempts WHERE sale_id = %s", sale.sale_id
+    ) == [(1500,)]
 
 
 # --- rollover across a period boundary -----------------------------------------------------
@@ -246,12 +272,16 @@ PERIOD = 60
 
 
 def short_settings(service_env: dict[str, str], **extra: str) -> Settings:
-    return Settings.from_env({**service_env, "FLASHSALE_PERIOD": str(PERIOD),
-                              "FLASHSALE_CHECKOUT_TTL": "20", **extra})
+    return Settings.from_env(
+        {**service_env, "FLASHSALE_PERIOD": str(PERIOD), "FLASHSALE_CHECKOUT_TTL": "20", **extra}
+    )
 
 
 def test_rollover_closes_the_old_sale_and_opens_a_full_new_one(
-    service_env: dict[str, str], stacks: Any, migrated_db: str, redis_url: str,
+    service_env: dict[str, str],
+    stacks: Any,
+    migrated_db: str,
+    redis_url: str,
 ) -> None:
     settings = short_settings(service_env)
     boundary = (1_900_000_000 // PERIOD + 1) * PERIOD
@@ -283,8 +313,11 @@ def test_rollover_closes_the_old_sale_and_opens_a_full_new_one(
 
     report = s.keeper.sweep()
     assert report.closed == [old.sale_id]
-    closed = sql(migrated_db, "SELECT closed_at IS NOT NULL, items_sold FROM sales"
-                              " WHERE sale_id = %s", old.sale_id)
+    closed = sql(
+        migrated_db,
+        "SELECT closed_at IS NOT NULL, items_sold FROM sales WHERE sale_id = %s",
+        old.sale_id,
+    )
     assert closed == [(True, 3)]
     assert s.keeper.sweep().closed == []  # closed once
     assert error_code(checkout(s.client, "holder", "6")) == "no_active_sale"
@@ -294,7 +327,10 @@ def test_rollover_closes_the_old_sale_and_opens_a_full_new_one(
     status = s.client.simulate_get("/sale/status").json
     assert status["sale_id"] == new.sale_id
     assert (status["items_sold"], status["items_reserved"], status["remaining_items"]) == (
-        0, 0, settings.items)
+        0,
+        0,
+        settings.items,
+    )
     # Old codes, bought or not, are no use in the new sale; old items are not carried over.
     for code in (held["code"], late["code"]):
         assert error_code(purchase(s.client, code)) == "code_expired"
@@ -303,12 +339,16 @@ def test_rollover_closes_the_old_sale_and_opens_a_full_new_one(
     assert kinds(item_states(redis_url, new.sale_id)) == {"-": settings.items - 3, "R": 3}
     rows = sql(migrated_db, "SELECT sale_id, count(*) FROM items GROUP BY sale_id ORDER BY 1")
     assert rows == sorted([(old.sale_id, settings.items), (new.sale_id, settings.items)])
-    assert sql(migrated_db, "SELECT count(*) FROM purchases WHERE sale_id = %s",
-               new.sale_id) == [(0,)]
+    assert sql(migrated_db, "SELECT count(*) FROM purchases WHERE sale_id = %s", new.sale_id) == [
+        (0,)
+    ]
 
 
 def test_an_ended_sale_closes_only_once_its_purchases_are_settled(
-    service_env: dict[str, str], stacks: Any, migrated_db: str, redis_url: str,
+    service_env: dict[str, str],
+    stacks: Any,
+    migrated_db: str,
+    redis_url: str,
 ) -> None:
     """Purchases a crashed worker left half-done hold the close back until the sweeper settles
     them: confirmed if PostgreSQL has the row, reverted if not. Then the figures are final."""
@@ -332,14 +372,18 @@ def test_an_ended_sale_closes_only_once_its_purchases_are_settled(
     clock.now = boundary
     report = s.keeper.sweep()
     assert (report.closed, report.settled, report.reverted) == ([], 0, 0)  # still in flight
-    assert sql(migrated_db, "SELECT closed_at FROM sales WHERE sale_id = %s",
-               sale.sale_id) == [(None,)]
+    assert sql(migrated_db, "SELECT closed_at FROM sales WHERE sale_id = %s", sale.sale_id) == [
+        (None,)
+    ]
 
     clock.advance(61)  # past the grace: no web request can still be writing them
     report = s.keeper.sweep()
     assert (report.closed, report.settled, report.reverted) == ([sale.sale_id], 1, 1)
-    assert sql(migrated_db, "SELECT closed_at IS NOT NULL, items_sold FROM sales"
-                            " WHERE sale_id = %s", sale.sale_id) == [(True, 2)]
+    assert sql(
+        migrated_db,
+        "SELECT closed_at IS NOT NULL, items_sold FROM sales WHERE sale_id = %s",
+        sale.sale_id,
+    ) == [(True, 2)]
     states = item_states(redis_url, sale.sale_id)
     assert states["2"].startswith("S ") and states["3"].startswith("S ")
     assert states["1"].startswith("R ")  # back to its reservation, long expired
@@ -348,7 +392,8 @@ def test_an_ended_sale_closes_only_once_its_purchases_are_settled(
 
 
 def test_preloaded_next_sale_opens_on_the_second(
-    service_env: dict[str, str], stacks: Any,
+    service_env: dict[str, str],
+    stacks: Any,
 ) -> None:
     settings = short_settings(service_env, FLASHSALE_PRELOAD_SECONDS="10")
     boundary = (1_900_000_000 // PERIOD + 1) * PERIOD
@@ -370,11 +415,13 @@ def test_preloaded_next_sale_opens_on_the_second(
 
 
 def test_preload_window_longer_than_the_period_still_loads_the_very_next_sale(
-    service_env: dict[str, str], stacks: Any,
+    service_env: dict[str, str],
+    stacks: Any,
 ) -> None:
     # A 20 s demo period with the default 30 s window: the next sale, not the one after it.
-    settings = Settings.from_env({**service_env, "FLASHSALE_PERIOD": "20",
-                                  "FLASHSALE_PRELOAD_SECONDS": "30"})
+    settings = Settings.from_env(
+        {**service_env, "FLASHSALE_PERIOD": "20", "FLASHSALE_PRELOAD_SECONDS": "30"}
+    )
     boundary = (1_900_000_000 // 20 + 1) * 20
     s = stacks(settings, Clock(boundary - 5))
     current, upcoming = s.keeper.open_due(settings.preload_seconds)
@@ -407,12 +454,16 @@ def race(s: Stack, code: str) -> dict[str, Any]:
 
 
 def test_purchase_racing_its_own_expiry_is_sold_or_returned_never_both(
-    service_env: dict[str, str], stacks: Any, migrated_db: str, redis_url: str,
+    service_env: dict[str, str],
+    stacks: Any,
+    migrated_db: str,
+    redis_url: str,
 ) -> None:
     """Per trial, a purchase and a sweep run at once (two threads, a barrier), with the
     purchaser's clock and the sweeper's clock each a ms before, at, or a ms after the expiry."""
-    settings = Settings.from_env({**service_env, "FLASHSALE_ITEMS": "54",
-                                  "FLASHSALE_USER_LIMIT": "1000"})
+    settings = Settings.from_env(
+        {**service_env, "FLASHSALE_ITEMS": "54", "FLASHSALE_USER_LIMIT": "1000"}
+    )
     service_clock = Clock((2_000_000_000 // 10_000_000) * 10_000_000 + 5_000_000)
     keeper_clock = Clock(service_clock.now)
     s = stacks(settings, service_clock, keeper_clock)
@@ -481,8 +532,12 @@ def test_purchase_racing_its_own_expiry_is_sold_or_returned_never_both(
 
 
 def test_restore_after_redis_flushed_mid_sale_sells_exactly_the_rest(
-    keeper: SaleKeeper, client: falcon.testing.TestClient, clock: Clock, service_env: dict,
-    migrated_db: str, redis_url: str,
+    keeper: SaleKeeper,
+    client: falcon.testing.TestClient,
+    clock: Clock,
+    service_env: dict,
+    migrated_db: str,
+    redis_url: str,
 ) -> None:
     sale, _ = keeper.open_sale()
     n = sale.total_items
@@ -512,7 +567,10 @@ def test_restore_after_redis_flushed_mid_sale_sells_exactly_the_rest(
 
     status = client.simulate_get("/sale/status").json
     assert (status["items_sold"], status["items_reserved"], status["remaining_items"]) == (
-        20, 0, n - 20)
+        20,
+        0,
+        n - 20,
+    )
     for code, answer in bought.items():  # sold stays sold, under the same code
         assert purchase(client, code).json == answer
     assert error_code(purchase(client, drained_hold)) == "code_expired"
@@ -532,18 +590,24 @@ def test_restore_after_redis_flushed_mid_sale_sells_exactly_the_rest(
         sold_after += 1
     assert sold_after == n - 20
     assert error_code(checkout(client, "late", "1")) == "sold_out"
-    assert sql(migrated_db, "SELECT count(*), count(DISTINCT item_id) FROM purchases"
-                            " WHERE sale_id = %s", sale.sale_id) == [(n, n)]
+    assert sql(
+        migrated_db,
+        "SELECT count(*), count(DISTINCT item_id) FROM purchases WHERE sale_id = %s",
+        sale.sale_id,
+    ) == [(n, n)]
     for code, answer in bought.items():
         assert purchase(client, code).json == answer
     keeper.sweep()
-    report = audit_sale(keeper.inventory, keeper.database, sale,
-                        now_ms=int(clock() * 1000), window_ms=5000)
+    report = audit_sale(
+        keeper.inventory, keeper.database, sale, now_ms=int(clock() * 1000), window_ms=5000
+    )
     assert report.clean, report.render()
 
 
 def test_opener_restores_a_sale_redis_lost(
-    keeper: SaleKeeper, client: falcon.testing.TestClient, redis_url: str,
+    keeper: SaleKeeper,
+    client: falcon.testing.TestClient,
+    redis_url: str,
 ) -> None:
     """Running the opener again after Redis lost the sale reloads the same sale, not a new one."""
     sale, _ = keeper.open_sale()

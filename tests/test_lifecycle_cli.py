@@ -39,7 +39,6 @@ def said(result: subprocess.CompletedProcess) -> list[dict[str, Any]]:
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
 
-
 @pytest.fixture
 def rdb(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
@@ -48,8 +47,13 @@ def rdb(redis_url: str) -> Iterator[redis.Redis]:
 
 
 def spawn(*args: str, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "flashsale", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "flashsale", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -71,9 +75,10 @@ def test_open_sale_twice_opens_one_sale(
     assert (first[0]["loaded"], second[0]["loaded"]) == (True, False)
     sale_id = first[0]["sale_id"]
     assert sql(migrated_db, "SELECT sale_id, total_items FROM sales") == [(sale_id, 50)]
-    (seed,), = sql(migrated_db, "SELECT seed FROM sales")
-    rows = sql(migrated_db, "SELECT item_id, name, image_url FROM items WHERE sale_id = %s",
-               sale_id)
+    ((seed,),) = sql(migrated_db, "SELECT seed FROM sales")
+    rows = sql(
+        migrated_db, "SELECT item_id, name, image_url FROM items WHERE sale_id = %s", sale_id
+    )
     assert len(rows) == 50
     # Names and images come from the sale's seed, so they can be derived again at any time.
     for item_id, name, image_url in rows:
@@ -91,17 +96,30 @@ def test_open_sale_at_an_instant_and_preloading_the_next(
 ) -> None:
     env = {**service_env, "FLASHSALE_PERIOD": "3600"}
     opened = said(flashsale("open-sale", "--at", "2031-05-05T10:30:00Z", "--next", env=env))
-    assert [line["sale_id"] for line in opened] == ["20310505T100000Z-3600",
-                                                    "20310505T110000Z-3600"]
+    assert [line["sale_id"] for line in opened] == [
+        "20310505T100000Z-3600",
+        "20310505T110000Z-3600",
+    ]
     assert opened[1]["preloaded"] is True and opened[1]["loaded"] is True
     # Late in its period, the opener opens that period's sale: the one already there.
     late = said(flashsale("open-sale", "--at", "2031-05-05T11:59:59.999Z", env=env))
-    assert late == [{"command": "open-sale", "sale_id": "20310505T110000Z-3600",
-                     "total_items": 50, "loaded": False}]
-    rows = sql(migrated_db, "SELECT sale_id, to_char(starts_at AT TIME ZONE 'UTC', 'HH24:MI'),"
-                            " to_char(ends_at AT TIME ZONE 'UTC', 'HH24:MI') FROM sales ORDER BY 1")
-    assert rows == [("20310505T100000Z-3600", "10:00", "11:00"),
-                    ("20310505T110000Z-3600", "11:00", "12:00")]
+    assert late == [
+        {
+            "command": "open-sale",
+            "sale_id": "20310505T110000Z-3600",
+            "total_items": 50,
+            "loaded": False,
+        }
+    ]
+    rows = sql(
+        migrated_db,
+        "SELECT sale_id, to_char(starts_at AT TIME ZONE 'UTC', 'HH24:MI'),"
+        " to_char(ends_at AT TIME ZONE 'UTC', 'HH24:MI') FROM sales ORDER BY 1",
+    )
+    assert rows == [
+        ("20310505T100000Z-3600", "10:00", "11:00"),
+        ("20310505T110000Z-3600", "11:00", "12:00"),
+    ]
     for sale_id, _, _ in rows:
         assert rdb.hlen(keys_for(sale_id).items) == 50
     bad = flashsale("open-sale", "--at", "not-a-time", env=env, check=False)
@@ -120,8 +138,10 @@ def test_two_opener_processes_racing_open_one_sale(
     assert len(current) == len(upcoming) == 1
     assert sum(line[0]["loaded"] for line in lines) == 1
     assert sum(line[1]["loaded"] for line in lines) == 1
-    rows = sql(migrated_db, "SELECT s.sale_id, count(i.item_id) FROM sales s"
-                            " JOIN items i USING (sale_id) GROUP BY 1")
+    rows = sql(
+        migrated_db,
+        "SELECT s.sale_id, count(i.item_id) FROM sales s JOIN items i USING (sale_id) GROUP BY 1",
+    )
     assert sorted(rows) == sorted([(next(iter(current)), 5000), (next(iter(upcoming)), 5000)])
     for sale_id in (*current, *upcoming):
         assert rdb.hlen(keys_for(sale_id).items) == 5000
@@ -130,11 +150,18 @@ def test_two_opener_processes_racing_open_one_sale(
 def test_opener_threads_racing_open_one_sale(
     settings: Settings, clock: Clock, migrated_db: str, rdb: redis.Redis
 ) -> None:
-    settings = Settings.from_env({"REDIS_URL": settings.redis_url,
-                                  "DATABASE_URL": settings.database_url,
-                                  "FLASHSALE_ITEMS": "3000", "FLASHSALE_PERIOD": "10000000"})
-    keepers = [SaleKeeper(settings, build_inventory(settings), build_database(settings, 2),
-                          clock=clock) for _ in range(6)]
+    settings = Settings.from_env(
+        {
+            "REDIS_URL": settings.redis_url,
+            "DATABASE_URL": settings.database_url,
+            "FLASHSALE_ITEMS": "3000",
+            "FLASHSALE_PERIOD": "10000000",
+        }
+    )
+    keepers = [
+        SaleKeeper(settings, build_inventory(settings), build_database(settings, 2), clock=clock)
+        for _ in range(6)
+    ]
     barrier = threading.Barrier(len(keepers))
     results: list[tuple[Any, bool]] = []
     lock = threading.Lock()
@@ -172,8 +199,12 @@ def test_two_sweepers_racing_next_to_live_traffic(
     """Every item is checked out once; about a third are abandoned. Two `flashsale sweep`
     processes run side by side the whole time. Between them they return each abandoned item
     exactly once, and every attempt lands in PostgreSQL once."""
-    env = {**service_env, "FLASHSALE_ITEMS": "240", "FLASHSALE_USER_LIMIT": "1000",
-           "FLASHSALE_CHECKOUT_TTL": "1"}
+    env = {
+        **service_env,
+        "FLASHSALE_ITEMS": "240",
+        "FLASHSALE_USER_LIMIT": "1000",
+        "FLASHSALE_CHECKOUT_TTL": "1",
+    }
     (opened,) = said(flashsale("open-sale", env=env))
     sale_id = opened["sale_id"]
     settings = Settings.from_env(env)
@@ -240,10 +271,14 @@ def test_two_sweepers_racing_next_to_live_traffic(
     assert int(rdb.hget(keys.meta, "sold")) == counts["bought"]
     assert rdb.zcard(keys.reserved) == 0
     assert rdb.xlen(keys.outbox) == 0
-    assert sql(migrated_db, "SELECT count(*) FROM purchases WHERE sale_id = %s",
-               sale_id) == [(counts["bought"],)]
-    assert sql(migrated_db, "SELECT outcome, count(*) FROM checkout_attempts WHERE sale_id = %s"
-                            " GROUP BY 1", sale_id) == [("ok", 240)]
+    assert sql(migrated_db, "SELECT count(*) FROM purchases WHERE sale_id = %s", sale_id) == [
+        (counts["bought"],)
+    ]
+    assert sql(
+        migrated_db,
+        "SELECT outcome, count(*) FROM checkout_attempts WHERE sale_id = %s GROUP BY 1",
+        sale_id,
+    ) == [("ok", 240)]
     audit = flashsale("audit", "--sale", sale_id, env=env, check=False)
     assert audit.returncode == 0, audit.stdout
 
@@ -269,8 +304,9 @@ def test_sweep_drains_past_a_lock_a_dead_drainer_left(
     (swept,) = said(flashsale("sweep", env=service_env))
     assert swept["drained"] == 5
     assert rdb.xlen(keys.outbox) == 0
-    assert sql(migrated_db, "SELECT count(*) FROM checkout_attempts WHERE sale_id = %s",
-               sale_id) == [(5,)]
+    assert sql(
+        migrated_db, "SELECT count(*) FROM checkout_attempts WHERE sale_id = %s", sale_id
+    ) == [(5,)]
 
 
 # --- audit ---------------------------------------------------------------------------------
@@ -307,13 +343,21 @@ def test_audit_passes_clean_and_fails_tampered(
     assert "10 purchases" in clean.stdout
 
     # A purchase row deleted in PostgreSQL.
-    (row,) = sql(migrated_db, "DELETE FROM purchases WHERE sale_id = %s AND item_id = '3'"
-                              " RETURNING sale_id, item_id, user_id, code, purchased_at", sale_id)
+    (row,) = sql(
+        migrated_db,
+        "DELETE FROM purchases WHERE sale_id = %s AND item_id = '3'"
+        " RETURNING sale_id, item_id, user_id, code, purchased_at",
+        sale_id,
+    )
     tampered = run_audit(service_env, "--sale", sale_id)
     assert tampered.returncode == 1
     assert "item 3 sold in Redis" in tampered.stdout, tampered.stdout
-    sql(migrated_db, "INSERT INTO purchases (sale_id, item_id, user_id, code, purchased_at)"
-                     " VALUES (%s, %s, %s, %s, %s)", *row)
+    sql(
+        migrated_db,
+        "INSERT INTO purchases (sale_id, item_id, user_id, code, purchased_at)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        *row,
+    )
     assert run_audit(service_env, "--sale", sale_id).returncode == 0
 
     # A sold item's state changed in Redis.
@@ -345,14 +389,22 @@ def test_audit_passes_clean_and_fails_tampered(
 def test_cronjob_entrypoints_run_the_commands(
     service_env: dict[str, str], migrated_db: str
 ) -> None:
-    env = {**service_env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
-                                  f"{service_env.get('PATH', '')}"}
+    env = {
+        **service_env,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{service_env.get('PATH', '')}",
+    }
     for name in ("open-sale", "sweep"):
         assert os.access(ROOT / "cronjobs" / name, os.X_OK), f"cronjobs/{name} not executable"
 
     def run(name: str) -> list[dict[str, Any]]:
-        result = subprocess.run([str(ROOT / "cronjobs" / name)], env=env, capture_output=True,
-                                text=True, timeout=120, check=False)
+        result = subprocess.run(
+            [str(ROOT / "cronjobs" / name)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert result.returncode == 0, result.stderr
         return said(result)
 

@@ -21,9 +21,7 @@ from openapi_spec_validator import validate as validate_openapi
 from flashsale.domain import ERRORS
 from flashsale.web.openapi import document
 
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
-)
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 _FORMATS = FormatChecker(formats=())
 
 
@@ -82,8 +80,7 @@ def app_routes(app: falcon.App) -> dict[str, set[str]]:
     return routes
 
 
-def check_response(app: falcon.App, method: str, path: str,
-                   result: falcon.testing.Result) -> None:
+def check_response(app: falcon.App, method: str, path: str, result: falcon.testing.Result) -> None:
     """The response matches what the document says for its path, method and status."""
     found = app._router.find(path)
     operation = None
@@ -145,15 +142,24 @@ def test_paths_are_exactly_the_routes_of_the_app(client: falcon.testing.TestClie
     assert set(documented) == set(routes)
     assert documented == routes  # the same methods on each path too
     # And the contract's endpoints are all among them.
-    for path in ("/checkout", "/purchase", "/sale/status", "/sale/items", "/healthz",
-                 "/readyz", "/metrics", "/openapi.json"):
+    for path in (
+        "/checkout",
+        "/purchase",
+        "/sale/status",
+        "/sale/items",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+    ):
         assert path in routes
 
 
 def test_every_error_code_appears(client: falcon.testing.TestClient) -> None:
     served = client.simulate_get("/openapi.json").json
-    enum = served["components"]["schemas"]["Error"]["properties"]["error"]["properties"][
-        "code"]["enum"]
+    enum = served["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"][
+        "enum"
+    ]
     answered: dict[str, set[str]] = {}
     for item in served["paths"].values():
         for method, operation in item.items():
@@ -188,8 +194,11 @@ def test_parameters_of_the_contract_are_documented(client: falcon.testing.TestCl
     paths = client.simulate_get("/openapi.json").json["paths"]
 
     def params(path: str, method: str) -> dict[str, bool]:
-        return {p["name"]: p.get("required", False) for p in paths[path][method]["parameters"]
-                if p["in"] == "query"}
+        return {
+            p["name"]: p.get("required", False)
+            for p in paths[path][method]["parameters"]
+            if p["in"] == "query"
+        }
 
     assert params("/checkout", "post") == {"user_id": True, "id": True}
     assert params("/purchase", "post") == {"code": True}
@@ -199,22 +208,28 @@ def test_parameters_of_the_contract_are_documented(client: falcon.testing.TestCl
 def test_check_response_can_fail(client: falcon.testing.TestClient) -> None:
     """The checker is not a rubber stamp: a body missing a field, a code answered under the
     wrong operation, and an undocumented status are all caught."""
-    bad_body = falcon.testing.Result([b'{"sale_id": "x"}'], "200 OK",
-                                     [("content-type", "application/json")])
+    bad_body = falcon.testing.Result(
+        [b'{"sale_id": "x"}'], "200 OK", [("content-type", "application/json")]
+    )
     with pytest.raises(Exception, match="required"):
         check_response(client.app, "POST", "/checkout", bad_body)
     wrong_code = falcon.testing.Result(
-        [b'{"error": {"code": "code_not_found", "message": "m"}}'], "404 Not Found",
-        [("content-type", "application/json")])
+        [b'{"error": {"code": "code_not_found", "message": "m"}}'],
+        "404 Not Found",
+        [("content-type", "application/json")],
+    )
     with pytest.raises(AssertionError, match="code_not_found"):
         check_response(client.app, "POST", "/checkout", wrong_code)
     no_retry_after = falcon.testing.Result(
-        [b'{"error": {"code": "rate_limited", "message": "m"}}'], "429 Too Many Requests",
-        [("content-type", "application/json")])
+        [b'{"error": {"code": "rate_limited", "message": "m"}}'],
+        "429 Too Many Requests",
+        [("content-type", "application/json")],
+    )
     with pytest.raises(AssertionError, match="Retry-After"):
         check_response(client.app, "POST", "/checkout", no_retry_after)
-    odd_status = falcon.testing.Result([b"{}"], "418 I'm a teapot",
-                                       [("content-type", "application/json")])
+    odd_status = falcon.testing.Result(
+        [b"{}"], "418 I'm a teapot", [("content-type", "application/json")]
+    )
     with pytest.raises(AssertionError, match="418"):
         check_response(client.app, "GET", "/sale/status", odd_status)
 

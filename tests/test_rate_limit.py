@@ -28,8 +28,9 @@ def serve(tmp_path: Path, redis_server: Any, postgres_server: Any):
     stacks = []
 
     def start(**settings: str) -> tuple[str, dict[str, str]]:
-        stack = served_stack(redis_server.url, postgres_server.url, tmp_path, redis_db=11,
-                             workers=2, **settings)
+        stack = served_stack(
+            redis_server.url, postgres_server.url, tmp_path, redis_db=11, workers=2, **settings
+        )
         stacks.append(stack)
         base, env, _ = stack.__enter__()
         return base, env
@@ -40,8 +41,9 @@ def serve(tmp_path: Path, redis_server: Any, postgres_server: Any):
 
 
 def checkout(base: str, user: str, item: int, **headers: str) -> requests.Response:
-    return requests.post(f"{base}/checkout", params={"user_id": user, "id": str(item)},
-                         headers=headers, timeout=10)
+    return requests.post(
+        f"{base}/checkout", params={"user_id": user, "id": str(item)}, headers=headers, timeout=10
+    )
 
 
 def assert_limited(answer: requests.Response) -> None:
@@ -93,8 +95,7 @@ def test_one_user_cannot_overspend_the_bucket_across_workers(serve):
     """40 concurrent checkouts of one user, spread over both workers: only what the bucket
     holds passes; every refused one is a 429 with Retry-After, and is recorded as an attempt."""
     base, env = serve(FLASHSALE_RATE_PER_USER=SLOW)
-    answers, elapsed = burst([lambda n=n: checkout(base, "greedy", n % 20 + 1)
-                              for n in range(40)])
+    answers, elapsed = burst([lambda n=n: checkout(base, "greedy", n % 20 + 1) for n in range(40)])
     passed = [a for a in answers if a.status_code != 429]
     assert 1 <= len(passed) <= allowed_at_most(float(SLOW), elapsed)
     for answer in answers:
@@ -121,11 +122,14 @@ def test_per_address_limit_ignores_proxy_headers_unless_trusted(serve):
     """Without FLASHSALE_CLIENT_IP_HEADER the address is the TCP peer: a client cannot dodge
     the limit by inventing X-Forwarded-For values."""
     base, _ = serve(FLASHSALE_RATE_PER_IP=SLOW)
-    answers, elapsed = burst([
-        lambda n=n: checkout(base, f"user-{n}", n % 20 + 1,
-                             **{"X-Forwarded-For": f"10.0.0.{n}"})
-        for n in range(30)
-    ])
+    answers, elapsed = burst(
+        [
+            lambda n=n: checkout(
+                base, f"user-{n}", n % 20 + 1, **{"X-Forwarded-For": f"10.0.0.{n}"}
+            )
+            for n in range(30)
+        ]
+    )
     passed = [a for a in answers if a.status_code != 429]
     assert 1 <= len(passed) <= allowed_at_most(float(SLOW), elapsed)
     for answer in answers:
@@ -143,11 +147,17 @@ def test_per_address_limit_behind_a_trusted_proxy(serve):
         answer = checkout(base, f"user-{n}", n + 1, **{"X-Forwarded-For": f"192.0.2.{n}"})
         assert answer.status_code == 200, answer.text
     # One client forging different left-most hops: still one client.
-    answers, elapsed = burst([
-        lambda n=n: checkout(base, f"forger-{n}", n % 10 + 11,
-                             **{"X-Forwarded-For": f"203.0.113.{n}, 198.51.100.7"})
-        for n in range(20)
-    ])
+    answers, elapsed = burst(
+        [
+            lambda n=n: checkout(
+                base,
+                f"forger-{n}",
+                n % 10 + 11,
+                **{"X-Forwarded-For": f"203.0.113.{n}, 198.51.100.7"},
+            )
+            for n in range(20)
+        ]
+    )
     passed = [a for a in answers if a.status_code != 429]
     assert 1 <= len(passed) <= allowed_at_most(float(SLOW), elapsed)
 

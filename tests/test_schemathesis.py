@@ -24,11 +24,13 @@ MAX_EXAMPLES = 50
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, redis_server: Any,
-           postgres_server: Any) -> Iterator[str]:
+def served(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: Any, postgres_server: Any
+) -> Iterator[str]:
     """One server for the module: Schemathesis sends every request to it."""
-    with served_stack(redis_server.url, postgres_server.url,
-                      tmp_path_factory.mktemp("schemathesis"), redis_db=9) as (base, _, _):
+    with served_stack(
+        redis_server.url, postgres_server.url, tmp_path_factory.mktemp("schemathesis"), redis_db=9
+    ) as (base, _, _):
         yield base
 
 
@@ -61,14 +63,23 @@ def test_api_conforms_to_its_openapi_document(served: str, mode: GenerationMode)
     assert {"POST /checkout", "POST /purchase", "GET /sale/items"} <= labels, labels
     exercised = set()
     for operation in operations:
+
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=MAX_EXAMPLES,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         def check(case: schemathesis.Case) -> None:
             # A schema-valid request may still be refused: `cursor` is any string in the
             # document but only a cursor the service issued is accepted (400 otherwise).
-            case.call_and_validate(base_url=served, additional_checks=[error_shape],
-                                   excluded_checks=[positive_data_acceptance], timeout=10)
+            case.call_and_validate(
+                base_url=served,
+                additional_checks=[error_shape],
+                excluded_checks=[positive_data_acceptance],
+                timeout=10,
+            )
 
         try:
             check()

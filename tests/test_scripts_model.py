@@ -61,8 +61,11 @@ class SaleModel:
 
     def holdings(self, user: str, now: int) -> set[str]:
         """Items bought plus items reserved by unexpired checkouts."""
-        return {item for item, held in self.items.items() if held is not None
-                and held.user == user and (held.kind == "S" or held.at > now)}
+        return {
+            item
+            for item, held in self.items.items()
+            if held is not None and held.user == user and (held.kind == "S" or held.at > now)
+        }
 
     def reserved(self, now: int) -> int:
         return sum(self.live(held, now) for held in self.items.values())
@@ -115,8 +118,11 @@ class SaleModel:
         return 1
 
     def sweep(self, now: int) -> int:
-        expired = [item for item, held in self.items.items()
-                   if held is not None and held.kind == "R" and held.at <= now]
+        expired = [
+            item
+            for item, held in self.items.items()
+            if held is not None and held.kind == "R" and held.at <= now
+        ]
         for item in expired:
             self.items[item] = None
         return len(expired)
@@ -142,9 +148,16 @@ class ScriptsMachine(RuleBasedStateMachine):
         # The keys expire by Redis's own clock, so give them real time to live.
         redis_now_ms = int(self.client.time()[0]) * 1000
         self.client.hset(self.keys.items_staging, mapping=dict.fromkeys(ITEMS, "-"))
-        meta = {"sale_id": sale_id, "starts_ms": START_MS, "ends_ms": END_MS,
-                "total": len(ITEMS), "limit": LIMIT, "seed": "model", "sold": 0,
-                "expire_ms": redis_now_ms + 3_600_000}
+        meta = {
+            "sale_id": sale_id,
+            "starts_ms": START_MS,
+            "ends_ms": END_MS,
+            "total": len(ITEMS),
+            "limit": LIMIT,
+            "seed": "model",
+            "sold": 0,
+            "expire_ms": redis_now_ms + 3_600_000,
+        }
         assert self.inventory.publish(self.keys, meta, redis_now_ms + 3_600_000)
 
     # --- rules ----------------------------------------------------------------------------
@@ -158,28 +171,43 @@ class ScriptsMachine(RuleBasedStateMachine):
     def checkout(self, user: str, item: str):
         fresh = domain.new_code(self.model.sale_id)
         got = self.inventory.checkout(
-            self.keys, user, item, now_ms=self.now, ttl_ms=TTL_MS, fresh_code=fresh,
-            user_rate=0, ip_rate=0, client_ip="",
+            self.keys,
+            user,
+            item,
+            now_ms=self.now,
+            ttl_ms=TTL_MS,
+            fresh_code=fresh,
+            user_rate=0,
+            ip_rate=0,
+            client_ip="",
         )
         expected = self.model.checkout(user, item, self.now, fresh)
         assert [got[0], got[1], int(got[2]), int(got[3]), got[4]] == expected
         # The attempt went to the outbox in the same step, with what the client was told.
-        (_, fields), = self.client.xrevrange(self.keys.outbox, count=1)
-        assert fields == {"s": expected[4], "u": user, "i": item, "o": expected[0],
-                          "c": expected[1], "t": str(self.now)}
+        ((_, fields),) = self.client.xrevrange(self.keys.outbox, count=1)
+        assert fields == {
+            "s": expected[4],
+            "u": user,
+            "i": item,
+            "o": expected[0],
+            "c": expected[1],
+            "t": str(self.now),
+        }
         return expected[1] if expected[0] == "ok" else multiple()
 
     @rule(code=codes)
     def purchase(self, code: str) -> None:
-        got = self.inventory.purchase(self.keys, code, now_ms=self.now, user_rate=0,
-                                      ip_rate=0, client_ip="")
+        got = self.inventory.purchase(
+            self.keys, code, now_ms=self.now, user_rate=0, ip_rate=0, client_ip=""
+        )
         assert got == self.model.purchase(code, self.now)
 
     @rule(token=st.sampled_from(["A" * 22, "never-issued"]))
     def purchase_unknown(self, token: str) -> None:
         code = f"{self.model.sale_id}.{token}"
-        got = self.inventory.purchase(self.keys, code, now_ms=self.now, user_rate=0, ip_rate=0,
-                                      client_ip="")
+        got = self.inventory.purchase(
+            self.keys, code, now_ms=self.now, user_rate=0, ip_rate=0, client_ip=""
+        )
         assert got == self.model.purchase(code, self.now) == ["code_not_found"]
 
     @rule(code=codes)
@@ -193,15 +221,19 @@ class ScriptsMachine(RuleBasedStateMachine):
         """PostgreSQL did not store it (only a pending purchase can be undone)."""
         assert int(self.inventory.revert(self.keys, code)) == self.model.revert(code)
 
-    @rule(ms=st.one_of(st.sampled_from([1, TTL_MS - 1, TTL_MS, TTL_MS + 1]),
-                       st.integers(0, 3 * TTL_MS)))
+    @rule(
+        ms=st.one_of(
+            st.sampled_from([1, TTL_MS - 1, TTL_MS, TTL_MS + 1]), st.integers(0, 3 * TTL_MS)
+        )
+    )
     def advance(self, ms: int) -> None:
         self.now += ms
 
     @rule()
     def sweep(self) -> None:
         assert self.inventory.sweep(self.keys, self.now, 2) + self.inventory.sweep(
-            self.keys, self.now, 1000) == self.model.sweep(self.now)
+            self.keys, self.now, 1000
+        ) == self.model.sweep(self.now)
 
     # --- after every step -----------------------------------------------------------------
 
@@ -236,9 +268,13 @@ def test_scripts_follow_the_model(redis_url: str) -> None:
         ScriptsMachine.client = client
         run_state_machine_as_test(
             ScriptsMachine,
-            settings=settings(max_examples=100, stateful_step_count=40, deadline=None,
-                              suppress_health_check=[HealthCheck.too_slow],
-                              database=None),
+            settings=settings(
+                max_examples=100,
+                stateful_step_count=40,
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow],
+                database=None,
+            ),
         )
     finally:
         client.flushdb()

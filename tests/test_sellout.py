@@ -32,13 +32,19 @@ DEADLINE = 120.0  # seconds the race may take at most (it takes a few)
 
 def metric_samples(base: str) -> list[tuple[str, dict[str, str], float]]:
     text = requests.get(f"{base}/metrics", timeout=10).text
-    return [(s.name, s.labels, s.value)
-            for family in text_string_to_metric_families(text) for s in family.samples]
+    return [
+        (s.name, s.labels, s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]
 
 
 def counter(samples: list, name: str, outcome: str | None = None) -> float:
-    return sum(v for n, labels, v in samples
-               if n == name and (outcome is None or labels.get("outcome") == outcome))
+    return sum(
+        v
+        for n, labels, v in samples
+        if n == name and (outcome is None or labels.get("outcome") == outcome)
+    )
 
 
 @dataclass(frozen=True)
@@ -52,9 +58,14 @@ class Served:
 @pytest.fixture
 def served(service_env: dict[str, str], tmp_path: Path) -> Iterator[Served]:
     """A sale of ITEMS opened by the CLI, served by 2 gunicorn workers."""
-    env = {**service_env, "FLASHSALE_ITEMS": str(ITEMS), "FLASHSALE_USER_LIMIT": str(LIMIT),
-           "FLASHSALE_CHECKOUT_TTL": str(TTL), "FLASHSALE_RATE_PER_USER": "0",
-           "FLASHSALE_DRAIN_INTERVAL": "0.2"}
+    env = {
+        **service_env,
+        "FLASHSALE_ITEMS": str(ITEMS),
+        "FLASHSALE_USER_LIMIT": str(LIMIT),
+        "FLASHSALE_CHECKOUT_TTL": str(TTL),
+        "FLASHSALE_RATE_PER_USER": "0",
+        "FLASHSALE_DRAIN_INTERVAL": "0.2",
+    }
     opened = json.loads(flashsale("open-sale", env=env).stdout.strip().splitlines()[-1])
     assert opened["total_items"] == ITEMS
     with serving(env, tmp_path, workers=2) as (base, _proc):
@@ -76,8 +87,9 @@ def outcome_of(response: requests.Response) -> str:
     return "ok" if response.status_code == 200 else response.json()["error"]["code"]
 
 
-def shopper(base: str, user: str, start: threading.Barrier, stop_at: float,
-            rng: random.Random) -> Tally:
+def shopper(
+    base: str, user: str, start: threading.Barrier, stop_at: float, rng: random.Random
+) -> Tally:
     """Checks out random items and buys them until the sale is sold out or the user is full;
     now and then abandons a checkout, as real shoppers do."""
     tally = Tally()
@@ -86,8 +98,9 @@ def shopper(base: str, user: str, start: threading.Barrier, stop_at: float,
         start.wait()
         while time.monotonic() < stop_at:
             item = str(rng.randint(1, ITEMS))
-            response = http.post(f"{base}/checkout", params={"user_id": user, "id": item},
-                                 timeout=30)
+            response = http.post(
+                f"{base}/checkout", params={"user_id": user, "id": item}, timeout=30
+            )
             outcome = outcome_of(response)
             code = response.json()["code"] if outcome == "ok" else None
             tally.checkouts.append((user, item, outcome, code))
@@ -147,8 +160,7 @@ def wait_for_rows(url: str, sale_id: str, expected: int, timeout: float = 30) ->
     """The drainer moves attempts within about a second; give it a bounded while."""
     deadline = time.monotonic() + timeout
     while True:
-        (count,), = sql(url, "SELECT count(*) FROM checkout_attempts WHERE sale_id = %s",
-                          sale_id)
+        ((count,),) = sql(url, "SELECT count(*) FROM checkout_attempts WHERE sale_id = %s", sale_id)
         if count >= expected or time.monotonic() > deadline:
             return count
         time.sleep(0.2)
@@ -161,8 +173,9 @@ def test_many_clients_sell_out_exactly_n(served: Served) -> None:
     rngs = [random.Random(seeds.random()) for _ in range(CLIENTS)]
 
     def client(index: int) -> Tally:
-        return shopper(base, f"shopper-{index:03d}", start, time.monotonic() + DEADLINE,
-                       rngs[index])
+        return shopper(
+            base, f"shopper-{index:03d}", start, time.monotonic() + DEADLINE, rngs[index]
+        )
 
     started = 0.0
 
@@ -189,32 +202,56 @@ def test_many_clients_sell_out_exactly_n(served: Served) -> None:
     assert len(purchases) == ITEMS
     status = requests.get(f"{base}/sale/status", timeout=10).json()
     assert (status["items_sold"], status["remaining_items"]) == (ITEMS, 0)
-    assert sql(db, "SELECT count(*), count(DISTINCT item_id) FROM purchases"
-                     " WHERE sale_id = %s", sale_id) == [(ITEMS, ITEMS)]
-    assert sql(db, "SELECT item_id FROM purchases WHERE sale_id = %s"
-                     " GROUP BY item_id HAVING count(*) > 1", sale_id) == []
-    assert {row[0] for row in sql(db, "SELECT item_id FROM purchases WHERE sale_id = %s",
-                                    sale_id)} == {str(n) for n in range(1, ITEMS + 1)}
+    assert sql(
+        db, "SELECT count(*), count(DISTINCT item_id) FROM purchases WHERE sale_id = %s", sale_id
+    ) == [(ITEMS, ITEMS)]
+    assert (
+        sql(
+            db,
+            "SELECT item_id FROM purchases WHERE sale_id = %s GROUP BY item_id HAVING count(*) > 1",
+            sale_id,
+        )
+        == []
+    )
+    assert {
+        row[0] for row in sql(db, "SELECT item_id FROM purchases WHERE sale_id = %s", sale_id)
+    } == {str(n) for n in range(1, ITEMS + 1)}
     # Nobody over the limit.
-    assert sql(db, "SELECT user_id, count(*) FROM purchases WHERE sale_id = %s"
-                     " GROUP BY user_id HAVING count(*) > %s", sale_id, LIMIT) == []
+    assert (
+        sql(
+            db,
+            "SELECT user_id, count(*) FROM purchases WHERE sale_id = %s"
+            " GROUP BY user_id HAVING count(*) > %s",
+            sale_id,
+            LIMIT,
+        )
+        == []
+    )
     # What the clients were told is what PostgreSQL holds.
-    rows = sql(db, "SELECT code, user_id, item_id FROM purchases WHERE sale_id = %s",
-                 sale_id)
+    rows = sql(db, "SELECT code, user_id, item_id FROM purchases WHERE sale_id = %s", sale_id)
     assert {code: (user, item) for code, user, item in rows} == {
-        code: (body["user_id"], body["item_id"]) for code, body in purchases.items()}
+        code: (body["user_id"], body["item_id"]) for code, body in purchases.items()
+    }
 
     # Every checkout request has its attempt row, with its outcome and code.
     attempt_rows = wait_for_rows(db, sale_id, len(checkouts))
     assert attempt_rows == len(checkouts)
-    stored = Counter(sql(db, "SELECT user_id, item_id, outcome, code FROM checkout_attempts"
-                               " WHERE sale_id = %s", sale_id))
+    stored = Counter(
+        sql(
+            db,
+            "SELECT user_id, item_id, outcome, code FROM checkout_attempts WHERE sale_id = %s",
+            sale_id,
+        )
+    )
     assert stored == Counter(checkouts)
     # Each purchase was made with a code handed to that same user for that same item.
-    assert sql(db, "SELECT count(*) FROM purchases p WHERE sale_id = %s AND NOT EXISTS ("
-                     " SELECT 1 FROM checkout_attempts a WHERE a.code = p.code"
-                     " AND a.outcome = 'ok' AND a.user_id = p.user_id AND a.item_id = p.item_id)",
-                 sale_id) == [(0,)]
+    assert sql(
+        db,
+        "SELECT count(*) FROM purchases p WHERE sale_id = %s AND NOT EXISTS ("
+        " SELECT 1 FROM checkout_attempts a WHERE a.code = p.code"
+        " AND a.outcome = 'ok' AND a.user_id = p.user_id AND a.item_id = p.item_id)",
+        sale_id,
+    ) == [(0,)]
 
     # Every code works exactly once: a second purchase is the same purchase; a code whose
     # checkout was abandoned cannot take the item someone else bought.
@@ -226,8 +263,7 @@ def test_many_clients_sell_out_exactly_n(served: Served) -> None:
             late = http.post(f"{base}/purchase", params={"code": code}, timeout=10)
             assert late.status_code == 410, late.text
             assert late.json()["error"]["code"] == "code_expired"
-    assert sql(db, "SELECT count(*) FROM purchases WHERE sale_id = %s",
-                 sale_id) == [(ITEMS,)]
+    assert sql(db, "SELECT count(*) FROM purchases WHERE sale_id = %s", sale_id) == [(ITEMS,)]
 
     # The counters of both workers add up to exactly what was sent.
     samples = metric_samples(base)
@@ -235,9 +271,11 @@ def test_many_clients_sell_out_exactly_n(served: Served) -> None:
     for outcome, count in outcomes.items():
         assert counter(samples, "flashsale_checkouts_total", outcome) == count, outcome
     assert counter(samples, "flashsale_purchases_total", "ok") == (
-        sum(t.purchase_outcomes["ok"] for t in tallies) + len(purchases))
+        sum(t.purchase_outcomes["ok"] for t in tallies) + len(purchases)
+    )
     assert counter(samples, "flashsale_purchases_total") == (
-        purchase_requests + len(purchases) + len(abandoned))
+        purchase_requests + len(purchases) + len(abandoned)
+    )
 
     # And the operators' audit finds Redis and PostgreSQL in agreement.
     audit = flashsale("audit", "--sale", sale_id, env=served.env, check=False)
@@ -262,8 +300,9 @@ def test_one_user_racing_gets_at_most_the_limit(served: Served) -> None:
         with requests.Session() as http:
             http.get(f"{base}/healthz", timeout=30)
             start.wait()
-            response = http.post(f"{base}/checkout",
-                                 params={"user_id": user, "id": str(items[index])}, timeout=30)
+            response = http.post(
+                f"{base}/checkout", params={"user_id": user, "id": str(items[index])}, timeout=30
+            )
         outcome = outcome_of(response)
         return str(items[index]), outcome, response.json()["code"] if outcome == "ok" else None
 
@@ -280,8 +319,9 @@ def test_one_user_racing_gets_at_most_the_limit(served: Served) -> None:
         with requests.Session() as http:
             http.get(f"{base}/healthz", timeout=30)
             start.wait()
-            response = http.post(f"{base}/purchase", params={"code": codes[index % LIMIT]},
-                                 timeout=30)
+            response = http.post(
+                f"{base}/purchase", params={"code": codes[index % LIMIT]}, timeout=30
+            )
         return response.status_code, response.text
 
     answers = run_clients(10 * LIMIT, purchase, codes)
@@ -291,8 +331,14 @@ def test_one_user_racing_gets_at_most_the_limit(served: Served) -> None:
 
     rows = wait_for_rows(db, sale_id, racers)
     assert rows == racers
-    assert dict(sql(db, "SELECT outcome, count(*) FROM checkout_attempts"
-                          " WHERE user_id = 'greedy' GROUP BY outcome")) == {
-        "ok": LIMIT, "user_limit_reached": racers - LIMIT}
-    print(f"\none user racing: {racers} concurrent checkouts -> {dict(outcomes)};"
-          f" {10 * LIMIT} concurrent purchases of {LIMIT} codes -> {LIMIT} purchases")
+    assert dict(
+        sql(
+            db,
+            "SELECT outcome, count(*) FROM checkout_attempts"
+            " WHERE user_id = 'greedy' GROUP BY outcome",
+        )
+    ) == {"ok": LIMIT, "user_limit_reached": racers - LIMIT}
+    print(
+        f"\none user racing: {racers} concurrent checkouts -> {dict(outcomes)};"
+        f" {10 * LIMIT} concurrent purchases of {LIMIT} codes -> {LIMIT} purchases"
+    )

@@ -36,7 +36,12 @@ class AuditReport:
 
 
 def audit_sale(
-    inventory: Inventory, database: Database, sale: Sale, *, now_ms: int, window_ms: int,
+    inventory: Inventory,
+    database: Database,
+    sale: Sale,
+    *,
+    now_ms: int,
+    window_ms: int,
     pending_window_ms: int | None = None,
 ) -> AuditReport:
     """window_ms: how old an undrained attempt or unconfirmed purchase may be and still count

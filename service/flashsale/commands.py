@@ -143,8 +143,14 @@ def audit(args: argparse.Namespace) -> int:
     window_ms = int(max(5.0, 5 * settings.drain_interval) * 1000)
     # A purchase a crashed worker left half-way is pending until the sweeper settles it.
     pending_ms = window_ms + int(settings.pending_grace * 1000)
-    report = audit_sale(keeper.inventory, keeper.database, sale, now_ms=now_ms,
-                        window_ms=window_ms, pending_window_ms=pending_ms)
+    report = audit_sale(
+        keeper.inventory,
+        keeper.database,
+        sale,
+        now_ms=now_ms,
+        window_ms=window_ms,
+        pending_window_ms=pending_ms,
+    )
     print(report.render())
     return 0 if report.clean else 1
 

@@ -74,8 +74,9 @@ def _outcome(response: requests.Response) -> str:
 class Shoppers:
     """Threads of real HTTP clients running a sale to the end."""
 
-    def __init__(self, base: str, *, items: int, users: int, threads: int = 8,
-                 seed: int = 7) -> None:
+    def __init__(
+        self, base: str, *, items: int, users: int, threads: int = 8, seed: int = 7
+    ) -> None:
         self.base = base
         self.items = items
         self.users = [f"user-{n}" for n in range(users)]
@@ -91,8 +92,9 @@ class Shoppers:
 
     # --- one client -------------------------------------------------------------------------
 
-    def _post(self, session: requests.Session, route: str, **params: str
-              ) -> requests.Response | None:
+    def _post(
+        self, session: requests.Session, route: str, **params: str
+    ) -> requests.Response | None:
         try:
             answer = session.post(f"{self.base}{route}", params=params, timeout=CLIENT_TIMEOUT)
             if answer.status_code in (429, 503) and not answer.headers.get("Retry-After"):
@@ -156,8 +158,11 @@ class Shoppers:
         if answer is None:
             return None
         outcome = _outcome(answer)
-        body = answer.json() if answer.headers.get("content-type", "").startswith(
-            "application/json") else {}
+        body = (
+            answer.json()
+            if answer.headers.get("content-type", "").startswith("application/json")
+            else {}
+        )
         with self.tally.lock:
             self.tally.purchases.append((code, answer.status_code, body))
             if outcome == "ok":
@@ -251,8 +256,9 @@ def wait_settled(env: dict[str, str], sale_id: str, timeout: float = 30) -> None
     raise AssertionError(f"outbox or pending purchases of {sale_id} not settled in {timeout} s")
 
 
-def sell_out(shoppers: Shoppers, env: dict[str, str], sale_id: str, items: int,
-             rounds: int = 4) -> None:
+def sell_out(
+    shoppers: Shoppers, env: dict[str, str], sale_id: str, items: int, rounds: int = 4
+) -> None:
     """Demand is still there: a purchase a fault left half-way is settled by the drainer after
     the pending grace, its item goes back to stock, and the crowd buys it. Until PostgreSQL
     holds every item (or `rounds` rounds went by)."""
@@ -280,13 +286,15 @@ def alive(pid: int) -> bool:
     return True
 
 
-def check_sale(env: dict[str, str], sale_id: str, tally: Tally, *, sold: int | None,
-               limit: int) -> None:
+def check_sale(
+    env: dict[str, str], sale_id: str, tally: Tally, *, sold: int | None, limit: int
+) -> None:
     """What every fault test ends with: counted rows, then `flashsale audit`."""
     print(f"answers: {dict(tally.statuses)}; no answer: {dict(tally.no_answer)}")
     wait_settled(env, sale_id)
-    purchases = query(env, "SELECT item_id, user_id, code FROM purchases WHERE sale_id = %s",
-                      sale_id)
+    purchases = query(
+        env, "SELECT item_id, user_id, code FROM purchases WHERE sale_id = %s", sale_id
+    )
     items = Counter(item for item, _, _ in purchases)
     per_user = Counter(user for _, user, _ in purchases)
     assert not [i for i, n in items.items() if n > 1], "an item was sold twice"
@@ -300,8 +308,12 @@ def check_sale(env: dict[str, str], sale_id: str, tally: Tally, *, sold: int | N
         assert stored.get(code) == (body["item_id"], body["user_id"]), f"purchase {code} lost"
 
     # Every checkout answered (whatever the answer) has its attempt row, with that outcome.
-    rows = query(env, "SELECT user_id, item_id, outcome, coalesce(code, '') FROM checkout_attempts"
-                      " WHERE sale_id = %s OR sale_id IS NULL", sale_id)
+    rows = query(
+        env,
+        "SELECT user_id, item_id, outcome, coalesce(code, '') FROM checkout_attempts"
+        " WHERE sale_id = %s OR sale_id IS NULL",
+        sale_id,
+    )
     recorded = Counter((u, i, o) for u, i, o, _ in rows)
     answered = Counter((u, i, o) for u, i, _, o, _ in tally.checkouts)
     lost = answered - recorded
@@ -312,17 +324,26 @@ def check_sale(env: dict[str, str], sale_id: str, tally: Tally, *, sold: int | N
     # No 200 for a purchase that did not happen, no hang, and the clients never saw a 500.
     assert not tally.timeouts, f"requests hung: {tally.timeouts}"
     assert not tally.broken, f"unreadable answers: {tally.broken}"
-    assert not [k for k in tally.statuses if k[1] >= 500 and k[2] != "unavailable"
-                and k[2] != "no_active_sale"], tally.statuses
+    assert not [
+        k
+        for k in tally.statuses
+        if k[1] >= 500 and k[2] != "unavailable" and k[2] != "no_active_sale"
+    ], tally.statuses
 
     audit = flashsale("audit", "--sale", sale_id, env=env, check=False)
     assert audit.returncode == 0, audit.stdout + audit.stderr
 
 
 @contextmanager
-def served_stack(redis_url: str, postgres_url: str, log_dir: Path, *, redis_db: int,
-                 workers: int = 1, **settings: str
-                 ) -> Iterator[tuple[str, dict[str, str], subprocess.Popen]]:
+def served_stack(
+    redis_url: str,
+    postgres_url: str,
+    log_dir: Path,
+    *,
+    redis_db: int,
+    workers: int = 1,
+    **settings: str,
+) -> Iterator[tuple[str, dict[str, str], subprocess.Popen]]:
     """`flashsale serve` on a database of its own and a Redis db of its own (so other tests'
     FLUSHDB never touches it), with a sale open: yields (base URL, env, process). For module-scoped
     servers that many tests share."""
@@ -333,12 +354,19 @@ def served_stack(redis_url: str, postgres_url: str, log_dir: Path, *, redis_db: 
     database = devservers.create_database(postgres_url, name)
     try:
         migrate(database)
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("FLASHSALE_", "PROMETHEUS"))}
-        env.update(REDIS_URL=f"{redis_url.rsplit('/', 1)[0]}/{redis_db}", DATABASE_URL=database,
-                   FLASHSALE_ITEMS="20", FLASHSALE_PERIOD="10000000", FLASHSALE_USER_LIMIT="3",
-                   FLASHSALE_RATE_PER_USER="0", FLASHSALE_DRAIN_INTERVAL="0.2",
-                   LOG_LEVEL="ERROR")
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("FLASHSALE_", "PROMETHEUS"))
+        }
+        env.update(
+            REDIS_URL=f"{redis_url.rsplit('/', 1)[0]}/{redis_db}",
+            DATABASE_URL=database,
+            FLASHSALE_ITEMS="20",
+            FLASHSALE_PERIOD="10000000",
+            FLASHSALE_USER_LIMIT="3",
+            FLASHSALE_RATE_PER_USER="0",
+            FLASHSALE_DRAIN_INTERVAL="0.2",
+            LOG_LEVEL="ERROR",
+        )
         env.update(settings)
         client = redis.Redis.from_url(env["REDIS_URL"])
         client.flushdb()

@@ -37,8 +37,9 @@ def test_frozen_redis_gives_quick_503s_then_recovers(fault_env: dict[str, str], 
                     frozen_at = time.monotonic()
                     time.sleep(1)
                     # One more client, on its own: answered (not hung) with 503 unavailable.
-                    probe = requests.post(f"{base}/checkout",
-                                          params={"user_id": "probe", "id": "1"}, timeout=15)
+                    probe = requests.post(
+                        f"{base}/checkout", params={"user_id": "probe", "id": "1"}, timeout=15
+                    )
                     time.sleep(FROZEN_SECONDS - 1)
                     during = shoppers.tally.since(frozen_at)
                 finally:
@@ -46,14 +47,16 @@ def test_frozen_redis_gives_quick_503s_then_recovers(fault_env: dict[str, str], 
                 assert probe.status_code == 503, probe.text
                 assert probe.json()["error"]["code"] == "unavailable"
                 assert during[("/checkout", "unavailable")] > 0, during
-                assert not [k for k in during if k[1] not in ("unavailable", "ok")
-                            and k[0] == "/purchase"], during
+                assert not [
+                    k for k in during if k[1] not in ("unavailable", "ok") and k[0] == "/purchase"
+                ], during
             sell_out(shoppers, env, sale_id, ITEMS)
             check_sale(env, sale_id, shoppers.tally, sold=ITEMS, limit=USER_LIMIT)
 
 
-def test_stuck_postgres_purchases_time_out_into_503_and_are_undone(fault_env: dict[str, str],
-                                                                   tmp_path: Path):
+def test_stuck_postgres_purchases_time_out_into_503_and_are_undone(
+    fault_env: dict[str, str], tmp_path: Path
+):
     """INSERTs into purchases are blocked (the test holds a lock on the table): after the
     statement timeout (2 s here) the purchase answers 503 `unavailable`, Redis undoes the sale
     (the server said the statement failed, so nothing was written), and once the lock goes the
@@ -61,8 +64,9 @@ def test_stuck_postgres_purchases_time_out_into_503_and_are_undone(fault_env: di
     env = {**fault_env, "FLASHSALE_CHECKOUT_TTL": "60"}
     sale_id = sale_id_of(env)
     with serving(env, tmp_path, workers=2) as (base, _):
-        reserved = requests.post(f"{base}/checkout", params={"user_id": "u1", "id": "1"},
-                                 timeout=10)
+        reserved = requests.post(
+            f"{base}/checkout", params={"user_id": "u1", "id": "1"}, timeout=10
+        )
         assert reserved.status_code == 200
         code = reserved.json()["code"]
         locker = psycopg2.connect(env["DATABASE_URL"])
@@ -83,5 +87,3 @@ def test_stuck_postgres_purchases_time_out_into_503_and_are_undone(fault_env: di
         tally.checkouts.append(("u1", "1", 200, "ok", code))
         tally.purchases.append((code, 200, retried.json()))
         check_sale(env, sale_id, tally, sold=1, limit=USER_LIMIT)
-
-

@@ -19,8 +19,7 @@ from tests.support import serving
 AWAY_SECONDS = 12
 
 
-def test_postgres_away_checkouts_continue_purchases_wait(fault_env: dict[str, str],
-                                                         tmp_path: Path):
+def test_postgres_away_checkouts_continue_purchases_wait(fault_env: dict[str, str], tmp_path: Path):
     """While PostgreSQL is away checkouts keep working (decided in Redis; their attempts wait
     in the outbox), purchases answer 503 `unavailable` and are undone in Redis, so no 200 is
     ever sent for a purchase PostgreSQL does not hold. When it is back, the outbox drains,

@@ -19,8 +19,11 @@ def _unavailable_seen(shoppers: Shoppers) -> bool:
     code = next(c for *_, outcome, c in shoppers.tally.checkouts if outcome == "ok")
     with requests.Session() as session:
         answer = shoppers.buy(session, code)
-    return answer is not None and answer.status_code == 503 \
+    return (
+        answer is not None
+        and answer.status_code == 503
         and answer.json()["error"]["code"] == "unavailable"
+    )
 
 
 def test_redis_restart_with_aof(fault_env: dict[str, str], tmp_path: Path):
@@ -35,8 +38,9 @@ def test_redis_restart_with_aof(fault_env: dict[str, str], tmp_path: Path):
             with shoppers.running(timeout=50):
                 assert shoppers.wait_until(lambda: shoppers.purchased() >= ITEMS // 3, 30)
                 store.stop()
-                assert shoppers.wait_until(lambda: _unavailable_seen(shoppers), 15), \
+                assert shoppers.wait_until(lambda: _unavailable_seen(shoppers), 15), (
                     shoppers.tally.statuses
+                )
                 sold_before = shoppers.purchased()
                 assert requests.get(f"{base}/readyz", timeout=10).status_code == 503
                 store.start()
@@ -66,8 +70,9 @@ def test_redis_restart_without_persistence(fault_env: dict[str, str], tmp_path: 
                 wait_settled(env, sale_id)
                 store.stop()
                 shoppers.resume()
-                assert shoppers.wait_until(lambda: _unavailable_seen(shoppers), 15), \
+                assert shoppers.wait_until(lambda: _unavailable_seen(shoppers), 15), (
                     shoppers.tally.statuses
+                )
                 sold_before = shoppers.purchased()
                 store.restart(wipe=True)
             assert shoppers.sold_out.is_set(), shoppers.tally.statuses

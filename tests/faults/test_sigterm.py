@@ -41,8 +41,9 @@ def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones(
         codes = []
         for n in range(IN_FLIGHT):
             user, item = f"user-{n}", str(n + 1)
-            answer = requests.post(f"{base}/checkout", params={"user_id": user, "id": item},
-                                   timeout=10)
+            answer = requests.post(
+                f"{base}/checkout", params={"user_id": user, "id": item}, timeout=10
+            )
             assert answer.status_code == 200, answer.text
             codes.append(answer.json()["code"])
             tally.checkouts.append((user, item, 200, "ok", codes[-1]))
@@ -54,8 +55,7 @@ def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones(
 
         def buy(code: str) -> None:
             try:
-                answers[code] = requests.post(f"{base}/purchase", params={"code": code},
-                                              timeout=60)
+                answers[code] = requests.post(f"{base}/purchase", params={"code": code}, timeout=60)
             except requests.RequestException as error:
                 answers[code] = error
 
@@ -64,8 +64,11 @@ def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones(
             thread.start()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            waiting = query(env, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type"
-                                 " = 'Lock' AND query LIKE 'INSERT INTO purchases%%'")[0][0]
+            waiting = query(
+                env,
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type"
+                " = 'Lock' AND query LIKE 'INSERT INTO purchases%%'",
+            )[0][0]
             if waiting == IN_FLIGHT:
                 break
             time.sleep(0.05)

@@ -41,16 +41,19 @@ class CommitTrap:
             server = socket.create_connection(self.target)
             state = {"insert": False, "swallow": False}
             threading.Thread(target=self._up, args=(client, server, state), daemon=True).start()
-            threading.Thread(target=self._down, args=(server, client, state),
-                             daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client, state), daemon=True).start()
 
     def _up(self, client: socket.socket, server: socket.socket, state: dict) -> None:
         with contextlib.suppress(OSError):
             while data := client.recv(65536):
                 if b"INSERT INTO purchases" in data:
                     state["insert"] = True
-                trap = (self.armed.is_set() and not self.fired.is_set() and state["insert"]
-                        and b"COMMIT" in data)
+                trap = (
+                    self.armed.is_set()
+                    and not self.fired.is_set()
+                    and state["insert"]
+                    and b"COMMIT" in data
+                )
                 if trap:
                     state["swallow"] = True
                     self.fired.set()
@@ -100,8 +103,9 @@ def test_a_purchase_with_an_unknown_outcome_is_left_pending_not_undone(
     with trapped(env["DATABASE_URL"]) as (trap, proxied):
         served = {**env, "DATABASE_URL": proxied}
         with serving(served, tmp_path, workers=1) as (base, _):
-            reserved = requests.post(f"{base}/checkout", params={"user_id": "u1", "id": "7"},
-                                     timeout=10)
+            reserved = requests.post(
+                f"{base}/checkout", params={"user_id": "u1", "id": "7"}, timeout=10
+            )
             assert reserved.status_code == 200
             code = reserved.json()["code"]
             trap.armed.set()
@@ -110,8 +114,7 @@ def test_a_purchase_with_an_unknown_outcome_is_left_pending_not_undone(
             assert answer.status_code == 503, answer.text
             assert answer.json()["error"]["code"] == "unavailable"
             # PostgreSQL did commit it ...
-            assert query(env, "SELECT item_id, user_id, code FROM purchases") == [
-                ("7", "u1", code)]
+            assert query(env, "SELECT item_id, user_id, code FROM purchases") == [("7", "u1", code)]
             # ... and Redis still has it sold: not undone behind PostgreSQL's back.
             status = requests.get(f"{base}/sale/status", timeout=10).json()
             assert status["items_sold"] == 1, status

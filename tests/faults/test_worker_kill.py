@@ -34,8 +34,12 @@ def test_sale_completes_after_a_worker_is_killed(fault_env: dict[str, str], tmp_
             assert shoppers.wait_until(lambda: not alive(workers[0]), 5)
             # The master notices and forks a replacement.
             assert shoppers.wait_until(
-                lambda: len(gunicorn_children(proc.pid)[0]) == 2
-                and workers[0] not in gunicorn_children(proc.pid)[0], 20)
+                lambda: (
+                    len(gunicorn_children(proc.pid)[0]) == 2
+                    and workers[0] not in gunicorn_children(proc.pid)[0]
+                ),
+                20,
+            )
         assert shoppers.sold_out.is_set(), shoppers.tally.statuses
         # With the server still up: its drainer empties the outbox and settles what is pending.
         sell_out(shoppers, fault_env, sale_id, ITEMS)
@@ -56,7 +60,8 @@ def test_sale_completes_after_the_drainer_is_killed(fault_env: dict[str, str], t
             os.kill(drainers[0], signal.SIGKILL)
             print("killed", drainers[0], time.strftime("%T"))
             restarted = shoppers.wait_until(
-                lambda: [d for d in gunicorn_children(proc.pid)[1] if d != drainers[0]], 20)
+                lambda: [d for d in gunicorn_children(proc.pid)[1] if d != drainers[0]], 20
+            )
             assert restarted, _children_of(proc.pid)
         assert shoppers.sold_out.is_set(), shoppers.tally.statuses
         sell_out(shoppers, fault_env, sale_id, ITEMS)
