@@ -36,6 +36,7 @@ test: venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 dev: venv
 	$(VENV)/bin/flashsale dev

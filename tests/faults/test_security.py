@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import secrets
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -16,8 +18,9 @@ from flashsale.lifecycle import SaleKeeper
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_codes_are_unguessable_and_bound_to_their_sale(client: falcon.testing.TestClient,
-                                                       keeper: SaleKeeper):
+def test_codes_are_unguessable_and_bound_to_their_sale(
+    client: falcon.testing.TestClient, keeper: SaleKeeper
+):
     sale, _ = keeper.open_sale()
     answer = client.simulate_post("/checkout", params={"user_id": "u1", "id": "1"})
     assert answer.status_code == 200, answer.text
@@ -38,8 +41,8 @@ def test_codes_are_unguessable_and_bound_to_their_sale(client: falcon.testing.Te
 
 
 def test_ruff_security_rules_are_on_and_sql_is_parameterised():
-    """ruff's S rules run on the service (CI lints it); the only S608 exceptions interpolate a
-    constant column list, never a value."""
+    """ruff's S rules run on the service (test_the_code_is_ruff_clean lints it in CI); the
+    only S608 exceptions interpolate a constant column list, never a value."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "S" in config["tool"]["ruff"]["lint"]["select"]
     for path in (ROOT / "service" / "flashsale").rglob("*.py"):
@@ -47,6 +50,14 @@ def test_ruff_security_rules_are_on_and_sql_is_parameterised():
             if "noqa: S608" in line:
                 fields = re.findall(r"\{([^}]*)\}", line)
                 assert fields == ["self._SALE_COLUMNS"], f"{path.name}:{number}: {line.strip()}"
+
+
+def test_the_code_is_ruff_clean():
+    """The lint and the format `make lint` checks, run by the test command so CI holds them."""
+    ruff = [sys.executable, "-m", "ruff"]
+    for check in (["check", "."], ["format", "--check", "."]):
+        done = subprocess.run([*ruff, *check], cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_no_credentials_in_the_code():
