@@ -37,7 +37,16 @@ ITEMS = 10_000
 PREFIX = "fs:{sale:20260101T000000Z-3600}:"
 KEYS = [
     PREFIX + k
-    for k in ("meta", "items", "codes", "reserved", "user:u1", "outbox", "rl:u:u1", "rl:ip:")
+    for k in (
+        "meta",
+        "items",
+        "codes",
+        "reserved",
+        "user:u1",
+        "outbox",
+        "bucket:u:u1",
+        "bucket:ip:",
+    )
 ]
 
 PROLOGUE = """local meta_key = KEYS[1] local user_id = ARGV[1] local item_id = ARGV[2]
@@ -185,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                     keys += [
                         PREFIX + f"user:{user}",
                         PREFIX + "outbox",
-                        PREFIX + f"rl:u:{user}",
-                        PREFIX + "rl:ip:",
+                        PREFIX + f"bucket:u:{user}",
+                        PREFIX + "bucket:ip:",
                     ]
                     batch.append(
                         (

@@ -59,10 +59,10 @@ class SaleKeys:
         return f"{self.prefix}user:{user_id}"
 
     def user_bucket(self, user_id: str) -> str:
-        return f"{self.prefix}rl:u:{user_id}"
+        return f"{self.prefix}bucket:u:{user_id}"
 
     def ip_bucket(self, address: str) -> str:
-        return f"{self.prefix}rl:ip:{address}"
+        return f"{self.prefix}bucket:ip:{address}"
 
 
 keys_for = lru_cache(maxsize=256)(SaleKeys)

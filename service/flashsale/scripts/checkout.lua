@@ -9,8 +9,8 @@ local codes_key    = KEYS[3]  -- hash: code -> "<item_id> <user_id> <expires_ms>
 local reserved_key = KEYS[4]  -- zset: item_id scored by reservation expiry (for items_reserved)
 local user_key     = KEYS[5]  -- zset: this user's items scored by expiry, "inf" once bought
 local outbox_key   = KEYS[6]  -- stream: checkout attempts waiting to be drained into PostgreSQL
-local user_bucket  = KEYS[7]  -- hash: token bucket of this user_id
-local ip_bucket    = KEYS[8]  -- hash: token bucket of this client address
+local user_bucket  = KEYS[7]  -- string: token bucket of this user_id
+local ip_bucket    = KEYS[8]  -- string: token bucket of this client address
 
 local user_id   = ARGV[1]
 local item_id   = ARGV[2]

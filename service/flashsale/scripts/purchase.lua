@@ -8,7 +8,7 @@ local items_key    = KEYS[2]  -- hash: item_id -> "-" | "R <expires_ms> <user> <
 local codes_key    = KEYS[3]  -- hash: code -> "<item_id> <user_id> <expires_ms>"
 local reserved_key = KEYS[4]  -- zset: item_id scored by reservation expiry
 local pending_key  = KEYS[5]  -- zset: code scored by the ms it was sold, until PostgreSQL has it
-local ip_bucket    = KEYS[6]  -- hash: token bucket of this client address
+local ip_bucket    = KEYS[6]  -- string: token bucket of this client address
 
 local code          = ARGV[1]
 local now           = tonumber(ARGV[2])  -- ms since the epoch
@@ -17,7 +17,7 @@ local ip_rate       = tonumber(ARGV[4])  -- requests per second per client addre
 -- The user's keys are only known once the code is read. They share this sale's hash tag, so
 -- they live in the same slot as KEYS and Redis Cluster serves them from the same node.
 local user_prefix   = ARGV[5]            -- "<sale prefix>user:"  + user_id -> zset of the user
-local bucket_prefix = ARGV[6]            -- "<sale prefix>rl:u:"  + user_id -> token bucket
+local bucket_prefix = ARGV[6]            -- "<sale prefix>bucket:u:" + user_id -> token bucket
 
 local sale_id = redis.call('HGET', meta_key, 'sale_id')
 if not sale_id then
