@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import gevent
 import pytest
 import redis
-from redis.exceptions import ConnectionError, NoScriptError, ResponseError
+from redis.exceptions import ConnectionError, DataError, NoScriptError, ResponseError
 
 from flashsale.batching import Batcher
 from flashsale.inventory import connect
@@ -66,3 +66,12 @@ def test_a_redis_that_cannot_be_reached_fails_the_callers_instead_of_hanging_the
         calls = [gevent.spawn(batcher.execute_command, "PING") for _ in range(5)]
         assert gevent.joinall(calls, timeout=10) and all(call.ready() for call in calls)
         assert all(isinstance(call.exception, ConnectionError) for call in calls)
+
+
+def test_a_command_that_cannot_be_packed_fails_its_caller_only(client: redis.Redis) -> None:
+    batcher = Batcher(client)
+    good = [gevent.spawn(batcher.execute_command, "ECHO", f"reply-{n}") for n in range(5)]
+    bad = gevent.spawn(batcher.execute_command, "ECHO", object())
+    gevent.joinall([*good, bad])
+    assert [call.value for call in good] == [f"reply-{n}" for n in range(5)]
+    assert isinstance(bad.exception, DataError)

@@ -9,7 +9,8 @@ round-trip, together. Each caller still gets exactly its own reply or its own er
 The flusher keeps one connection of the client's pool for itself and speaks to it through
 redis-py's connection (its handshake, TLS, sentinel discovery, hiredis parser), not through a
 `Pipeline`: a pipeline's per-execute bookkeeping (pool checkout, retry wrapper, command stack)
-cost more than the round-trip's own send and receive.
+cost more than the round-trip's own send and receive. A command is its words as separate
+arguments ("CLIENT", "SETNAME", not "CLIENT SETNAME").
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 import redis
 from gevent import spawn
 from gevent.event import AsyncResult
-from redis.exceptions import ResponseError
+from hiredis import pack_command
+from redis.exceptions import DataError, ResponseError
 
 _MAX_BATCH = 512
 
@@ -49,21 +51,32 @@ class Batcher:
             self._flushing = False
 
     def _send(self, batch: list[tuple[tuple[Any, ...], AsyncResult]]) -> None:
+        # hiredis packs each command directly: redis-py's pack_commands adds 8 µs a command
+        # around the same call (12.4 vs 4.2 µs for a checkout's EVALSHA, measured alone).
+        chunks: list[bytes] = []
+        waiting: list[AsyncResult] = []
+        for command, reply in batch:
+            try:
+                chunks.append(pack_command(command))
+            except TypeError as error:  # this caller's arguments, not the connection's fault
+                reply.set_exception(DataError(str(error)))
+            else:
+                waiting.append(reply)
+        if not waiting:
+            return
         try:
             if self._connection is None:
                 self._connection = self._pool.get_connection()  # connects: it may fail too
             connection = self._connection
-            connection.send_packed_command(
-                connection.pack_commands([command for command, _ in batch]), check_health=False
-            )
-            for _, reply in batch:
+            connection.send_packed_command([b"".join(chunks)], check_health=False)
+            for reply in waiting:
                 try:
                     reply.set(connection.read_response())
                 except ResponseError as error:  # this command's error, the others go on
                     reply.set_exception(error)
         except BaseException as error:  # no connection: every caller left hears it
             self._drop_connection()
-            for _, reply in batch:
+            for reply in waiting:
                 if not reply.ready():
                     reply.set_exception(error)
             if not isinstance(error, Exception):
