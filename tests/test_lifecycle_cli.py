@@ -5,6 +5,7 @@ tampered sale; the thin cronjobs/ entrypoints."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -44,6 +45,18 @@ def rdb(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+@contextlib.contextmanager
+def opened_by_the_cli(env: dict[str, str]) -> Iterator[tuple[str, SaleService]]:
+    """A sale opened by `flashsale open-sale`, and a sale service on it for the test's traffic."""
+    (opened,) = said(flashsale("open-sale", env=env))
+    settings = Settings.from_env(env)
+    service = SaleService(settings, build_inventory(settings), build_database(settings, 2))
+    try:
+        yield opened["sale_id"], service
+    finally:
+        service.database.close()
 
 
 def spawn(*args: str, env: dict[str, str]) -> subprocess.Popen:
@@ -289,15 +302,9 @@ def test_sweep_drains_past_a_lock_a_dead_drainer_left(
     """A drainer whose Redis went away mid-drain (a failover) cannot release its lock. The
     lock expires within LOCK_SECONDS, and a `flashsale sweep` run waits it out: the run it
     reports drains every attempt rather than skipping the outbox."""
-    (opened,) = said(flashsale("open-sale", env=service_env))
-    sale_id = opened["sale_id"]
-    settings = Settings.from_env(service_env)
-    service = SaleService(settings, build_inventory(settings), build_database(settings, 2))
-    try:
+    with opened_by_the_cli(service_env) as (sale_id, service):
         for item in range(1, 6):
             service.checkout(f"holder{item}", str(item))
-    finally:
-        service.database.close()
     keys = keys_for(sale_id)
     assert rdb.set(keys.drain_lock, "a-drainer-that-died", px=int(LOCK_SECONDS * 1000), nx=True)
 
@@ -319,16 +326,10 @@ def run_audit(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 def test_audit_passes_clean_and_fails_tampered(
     service_env: dict[str, str], migrated_db: str, rdb: redis.Redis
 ) -> None:
-    (opened,) = said(flashsale("open-sale", env=service_env))
-    sale_id = opened["sale_id"]
-    settings = Settings.from_env(service_env)
-    service = SaleService(settings, build_inventory(settings), build_database(settings, 2))
-    try:
+    with opened_by_the_cli(service_env) as (sale_id, service):
         for item in range(1, 11):
             service.purchase(service.checkout(f"buyer{item % 4}", str(item)).code)
         service.checkout("holder", "11")
-    finally:
-        service.database.close()
 
     # Undrained attempts younger than the window are pending, not mismatches. (A drain interval
     # of 10 s makes the window 50 s, so a slow machine cannot age them past it.)
