@@ -10,7 +10,7 @@ import pytest
 import redis
 from redis.exceptions import ConnectionError, DataError, NoScriptError, ResponseError
 
-from flashsale.batching import Batcher
+from flashsale.batching import _IDLE_CHECK_AFTER, Batcher
 from flashsale.inventory import connect
 from tests.support import free_port
 
@@ -46,16 +46,19 @@ def test_an_error_reply_reaches_its_caller_only(client: redis.Redis) -> None:
     client.delete("batching:n")
 
 
-def test_a_killed_connection_fails_its_round_trip_and_the_next_one_reconnects(
+def test_a_connection_lost_mid_round_trip_fails_the_callers_left_then_reconnects(
     client: redis.Redis,
 ) -> None:
     batcher = Batcher(client)
-    assert batcher.execute_command("CLIENT", "SETNAME", "batcher") == "OK"
-    (killed,) = [c for c in client.client_list() if c["name"] == "batcher"]
-    client.client_kill_filter(_id=killed["id"])
-    calls = [gevent.spawn(batcher.execute_command, "PING") for _ in range(10)]
-    gevent.joinall(calls)
-    assert all(isinstance(call.exception, ConnectionError) for call in calls)
+    own_id = batcher.execute_command("CLIENT", "ID")
+    # One round-trip: Redis answers the kill of its own connection, then closes it unread.
+    kill = gevent.spawn(
+        batcher.execute_command, "CLIENT", "KILL", "ID", str(own_id), "SKIPME", "no"
+    )
+    left = [gevent.spawn(batcher.execute_command, "PING") for _ in range(5)]
+    gevent.joinall([kill, *left])
+    assert kill.value == 1
+    assert all(isinstance(call.exception, ConnectionError) for call in left)
     assert batcher.execute_command("ECHO", "again") == "again"
 
 
@@ -75,3 +78,19 @@ def test_a_command_that_cannot_be_packed_fails_its_caller_only(client: redis.Red
     gevent.joinall([*good, bad])
     assert [call.value for call in good] == [f"reply-{n}" for n in range(5)]
     assert isinstance(bad.exception, DataError)
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_before_use(
+    client: redis.Redis,
+) -> None:
+    """Redis (its `timeout` setting) or a proxy in between may close an idle connection. The
+    flusher notices before it sends, as redis-py's pool does on checkout, instead of failing
+    the next round-trip's callers with 503s."""
+    batcher = Batcher(client)
+    assert batcher.execute_command("CLIENT", "SETNAME", "idle-batcher") == "OK"
+    (idle,) = [c for c in client.client_list() if c["name"] == "idle-batcher"]
+    client.client_kill_filter(_id=idle["id"])  # what an idle timeout does...
+    gevent.sleep(_IDLE_CHECK_AFTER + 0.1)  # ...to a connection idle at least this long
+    calls = [gevent.spawn(batcher.execute_command, "ECHO", f"after-{n}") for n in range(5)]
+    gevent.joinall(calls)
+    assert [call.value for call in calls] == [f"after-{n}" for n in range(5)]
