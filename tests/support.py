@@ -15,6 +15,10 @@ from pathlib import Path
 import psycopg2
 import requests
 
+from flashsale.audit import audit_sale
+from flashsale.domain import Sale
+from flashsale.lifecycle import SaleKeeper
+
 
 def sql(url: str, query: str, *params: object) -> list[tuple]:
     """Rows of one statement, committed, on a connection of its own: what an operator types."""
@@ -22,6 +26,14 @@ def sql(url: str, query: str, *params: object) -> list[tuple]:
     with contextlib.closing(connection), connection, connection.cursor() as cur:
         cur.execute(query, params)
         return cur.fetchall() if cur.description else []
+
+
+def assert_sweeps_clean(keeper: SaleKeeper, sale: Sale) -> None:
+    """One sweep (outbox drained, pending purchases settled), then the audit finds nothing."""
+    keeper.sweep()
+    now_ms = int(keeper.clock() * 1000)
+    report = audit_sale(keeper.inventory, keeper.database, sale, now_ms=now_ms, window_ms=5000)
+    assert report.clean, report.render()
 
 
 def children(pid: int) -> list[tuple[int, str]]:

@@ -17,7 +17,6 @@ import pytest
 import redis
 
 from flashsale import domain
-from flashsale.audit import audit_sale
 from flashsale.config import Settings
 from flashsale.engine import SaleService
 from flashsale.inventory import keys_for
@@ -25,7 +24,7 @@ from flashsale.lifecycle import SaleKeeper
 from flashsale.metrics import RECLAIMED
 from flashsale.web.app import create_app
 from flashsale.wiring import build_database, build_inventory
-from tests.support import Clock, flashsale, sql
+from tests.support import Clock, assert_sweeps_clean, flashsale, sql
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -173,11 +172,7 @@ def test_whole_sale_with_abandonment_sells_exactly_n(
     )
     assert per_user[0][0] <= sale.user_limit
 
-    keeper.sweep()
-    report = audit_sale(
-        keeper.inventory, keeper.database, sale, now_ms=int(clock() * 1000), window_ms=5000
-    )
-    assert report.clean, report.render()
+    assert_sweeps_clean(keeper, sale)
 
 
 def test_late_checkout_of_expired_reservation_succeeds_before_any_sweep(
@@ -597,11 +592,7 @@ def test_restore_after_redis_flushed_mid_sale_sells_exactly_the_rest(
     ) == [(n, n)]
     for code, answer in bought.items():
         assert purchase(client, code).json == answer
-    keeper.sweep()
-    report = audit_sale(
-        keeper.inventory, keeper.database, sale, now_ms=int(clock() * 1000), window_ms=5000
-    )
-    assert report.clean, report.render()
+    assert_sweeps_clean(keeper, sale)
 
 
 def test_opener_restores_a_sale_redis_lost(

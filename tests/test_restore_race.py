@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from flashsale.audit import audit_sale
 from flashsale.domain import Purchase, SaleError
 from flashsale.engine import SaleService
 from flashsale.inventory import keys_for
 from flashsale.lifecycle import SaleKeeper
-from tests.support import sql
+from tests.support import assert_sweeps_clean, sql
 
 
 def test_purchase_committed_during_restore_is_adopted_by_redis(
@@ -46,11 +45,7 @@ def test_purchase_committed_during_restore_is_adopted_by_redis(
     assert [p.code for p in service.database.purchases_of(sale.sale_id)] == [first.code]
     # The purchase of "early" answers the same on a retry, and the two stores agree.
     assert service.purchase(first.code) == in_flight
-    keeper.sweep()
-    report = audit_sale(
-        service.inventory, service.database, sale, now_ms=service.now_ms(), window_ms=5000
-    )
-    assert report.clean, report.render()
+    assert_sweeps_clean(keeper, sale)
 
 
 def test_a_sale_lost_by_redis_answers_unavailable_until_restored(

@@ -75,7 +75,7 @@ def audit_sale(
         else:
             report.mismatches.append(f"purchase of item {p.item_id} has no ok checkout attempt")
 
-    meta = client.hgetall(keys.meta)
+    meta = inventory.meta(keys)
     if not meta:
         report.facts.append("Redis: the sale is no longer held (expired or lost); PostgreSQL only")
         return report

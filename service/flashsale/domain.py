@@ -74,6 +74,12 @@ def sale_id_for(start: int, period: int) -> str:
     return f"{datetime.fromtimestamp(start, UTC):%Y%m%dT%H%M%SZ}-{period}"
 
 
+def sale_id_at(at: float, period: int) -> str:
+    """The id of the sale whose period contains the instant `at` (epoch seconds)."""
+    return sale_id_for(period_start(at, period), period)
+
+
+@lru_cache(maxsize=64)  # asked on every purchase (the code names its sale): a few sales a day
 def sale_window(sale_id: str) -> tuple[int, int] | None:
     """(starts_at, ends_at) in epoch seconds, derived from the id; None if it is not a sale id."""
     match = _SALE_ID.fullmatch(sale_id)

@@ -46,13 +46,11 @@ class SaleService:
         database: Database,
         *,
         clock: Callable[[], float] = time.time,
-        new_code: Callable[[str], str] = domain.new_code,
     ):
         self.settings = settings
         self.inventory = inventory
         self.database = database
         self.clock = clock
-        self._new_code = new_code
         self._registered: set[str] = set()
         # Sales this worker has seen open: if Redis no longer holds one of them mid-period, Redis
         # lost it (a restore is under way) and the answer is `unavailable`, not `no_active_sale`.
@@ -66,10 +64,8 @@ class SaleService:
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    def current_sale_id(self, now_ms: int | None = None) -> str:
-        at = (self.now_ms() if now_ms is None else now_ms) / 1000
-        period = self.settings.period
-        return domain.sale_id_for(domain.period_start(at, period), period)
+    def current_sale_id(self, now_ms: int) -> str:
+        return domain.sale_id_at(now_ms / 1000, self.settings.period)
 
     def retry_after_no_sale(self, now_ms: int) -> int:
         """No sale is open: this period's is due any moment (an opener running late, a restore
@@ -105,7 +101,7 @@ class SaleService:
                 item_id,
                 now_ms=now,
                 ttl_ms=self.settings.checkout_ttl * 1000,
-                fresh_code=self._new_code(keys.sale_id),
+                fresh_code=domain.new_code(keys.sale_id),
                 user_rate=self.settings.rate_per_user,
                 ip_rate=self.settings.rate_per_ip if client_ip else 0,
                 client_ip=client_ip,

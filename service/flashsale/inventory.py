@@ -127,15 +127,15 @@ def _script_text(name: str) -> str:
 
 
 class Inventory:
-    """Typed calls to the sale scripts. Holds no state but the client and the scripts."""
+    """Typed calls to the sale scripts. Holds the client, the scripts and, in a gevent worker,
+    the Batcher that sends the hot-path calls (with its connection and queue)."""
 
-    def __init__(self, client: redis.Redis, *, batch: bool | None = None):
+    def __init__(self, client: redis.Redis):
         self.client = client
         self._scripts = {name: client.register_script(_script_text(name)) for name in _SCRIPTS}
         # In a gevent worker, concurrent calls share round-trips (see batching.py). A cluster
         # routes each command to its slot's node: its calls go out one by one.
-        if batch is None:
-            batch = under_gevent() and not isinstance(client, RedisCluster)
+        batch = under_gevent() and not isinstance(client, RedisCluster)
         self._execute = Batcher(client).execute_command if batch else client.execute_command
 
     def _eval(self, name: str, keys: list[str], args: list[Any]) -> Any:
@@ -206,7 +206,7 @@ class Inventory:
 
     def confirm(self, keys: SaleKeys, code: str) -> None:
         """PostgreSQL holds the purchase: it is no longer pending."""
-        self.client.zrem(keys.pending, code)
+        self._execute("ZREM", keys.pending, code)
 
     def revert(self, keys: SaleKeys, code: str) -> bool:
         return bool(

@@ -26,9 +26,6 @@ log = logging.getLogger(__name__)
 
 # Redis keeps a sale this long after its end, so late retries and audits find it.
 KEEP_AFTER_END_MS = 24 * 3600 * 1000
-# A purchase pending longer than settings.pending_grace (default 60 s) has no web request left
-# that could still confirm or revert it (the gunicorn worker timeout and the database timeouts
-# are all shorter).
 # How long an outbox stays registered after its sale ended: writers compute the current sale
 # from their clock, so none writes to an old sale's outbox past this.
 OUTBOX_LINGER_MS = 5 * 60 * 1000
@@ -154,7 +151,7 @@ class SaleKeeper:
         now_ms = int(self.clock() * 1000)
         restored = []
         for at in (now_ms / 1000, now_ms / 1000 + self.settings.period):
-            sale = self.database.get_sale(self.planned_sale(at).sale_id)
+            sale = self.database.get_sale(domain.sale_id_at(at, self.settings.period))
             if sale is not None and now_ms < sale.ends_ms and self.ensure_loaded(sale):
                 restored.append(sale.sale_id)
         return restored
@@ -182,10 +179,7 @@ class SaleKeeper:
         """Registered sales, plus this period's and the last one's: a Redis that lost the
         registry (restarted empty) still gets its newest outboxes drained."""
         period = self.settings.period
-        recent = {
-            domain.sale_id_for(domain.period_start(now_ms / 1000 - back, period), period)
-            for back in (0, period)
-        }
+        recent = {domain.sale_id_at(now_ms / 1000 - back, period) for back in (0, period)}
         return self.inventory.registered_sales() | recent
 
     def _reclaim(self, sale_id: str, now_ms: int, max_batches: int) -> int:

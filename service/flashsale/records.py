@@ -1,6 +1,7 @@
 """PostgreSQL, the system of record: a bounded connection pool and every SQL statement.
 
-Nothing outside this module writes SQL. Statements are parameterised, always.
+No request path writes SQL anywhere else (only the migrations and the dev servers' setup do).
+Statements are parameterised, always.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Resources: each reads the request, calls the sale service once, and writes the answer."""
+"""Resources: each sale resource reads the request, calls the sale service once, and writes the
+answer; the health, metrics and OpenAPI ones answer from what they are given."""
 
 from __future__ import annotations
 
