@@ -221,6 +221,9 @@ def test_malformed_purchases_and_pages_are_400(server, target):
         (b"GET", b"/no/such/route", 404, "not_found"),
         (b"GET", b"/images/%FF/1.svg", 404, "item_not_found"),
         (b"GET", b"/images/../../etc/passwd", 404, "not_found"),
+        # Shaped like sale ids, but no date: not a sale, not a 500.
+        (b"POST", b"/purchase?code=20261399T000000Z-3600." + b"A" * 22, 404, "code_not_found"),
+        (b"GET", b"/images/20261399T000000Z-3600/1.svg", 404, "item_not_found"),
     ],
 )
 def test_wrong_routes_and_methods_answer_in_the_error_shape(server, method, target, status, code):

@@ -85,7 +85,10 @@ def sale_window(sale_id: str) -> tuple[int, int] | None:
     match = _SALE_ID.fullmatch(sale_id)
     if match is None:
         return None
-    start = datetime.strptime(match[1], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    try:
+        start = datetime.strptime(match[1], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:  # the shape of an id, not a date (month 13, day 32, ...)
+        return None
     begin = int(start.timestamp())
     return begin, begin + int(match[2])
 
