@@ -261,6 +261,41 @@ def test_sweep_is_bounded_per_run(keeper: SaleKeeper, clock: Clock, migrated_db:
     ) == [(1500,)]
 
 
+def test_attempts_recorded_during_a_drain_stay_for_the_next(
+    keeper: SaleKeeper, clock: Clock, migrated_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkouts go on while a batch is being inserted: what they append to the outbox is not
+    removed with the batch, and the next drain moves it."""
+    sale, _ = keeper.open_sale()
+    keys = keys_for(sale.sale_id)
+    now_ms = int(clock() * 1000)
+
+    def record(count: int, prefix: str) -> None:
+        for i in range(count):
+            keeper.inventory.record_attempt(
+                keys, "invalid_request", now_ms=now_ms, user_id=f"{prefix}{i}", item_id=None
+            )
+
+    insert = keeper.database.insert_attempts
+
+    def insert_while_checkouts_go_on(rows: Any) -> int:
+        record(7, "during-")
+        monkeypatch.setattr(keeper.database, "insert_attempts", insert)
+        return insert(rows)
+
+    record(20, "before-")
+    monkeypatch.setattr(keeper.database, "insert_attempts", insert_while_checkouts_go_on)
+    assert keeper.sweep().drained == 20
+    assert redis.Redis.from_url(keeper.settings.redis_url).xlen(keys.outbox) == 7
+    assert keeper.sweep().drained == 7
+    users = sql(
+        migrated_db, "SELECT user_id FROM checkout_attempts WHERE sale_id = %s", sale.sale_id
+    )
+    assert sorted(user for (user,) in users) == sorted(
+        [f"before-{i}" for i in range(20)] + [f"during-{i}" for i in range(7)]
+    )
+
+
 # --- rollover across a period boundary -----------------------------------------------------
 
 PERIOD = 60

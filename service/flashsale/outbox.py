@@ -1,8 +1,9 @@
 """Moves checkout attempts from the per-sale Redis outboxes into PostgreSQL.
 
-Read a batch, insert it with its idempotency key, then delete it from the stream. A crash
-between the insert and the delete only means the next drain inserts nothing new; a crash before
-the insert loses nothing because the entries are still in the stream.
+Read a batch from the start of the stream, insert it with its idempotency key, then trim the
+stream up to the batch's last entry. A crash between the insert and the trim only means the
+next drain inserts nothing new; a crash before the insert loses nothing because the entries are
+still in the stream.
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ def _row(sale_key: str, entry_id: str, fields: dict[str, str]) -> AttemptRow:
     )
 
 
+def _after(entry_id: str) -> str:
+    """The stream id right after `entry_id`. Trimming below it removes exactly the entries a
+    read from the start returned: XADD only appends ids above the stream's last one, so an
+    attempt recorded while the batch was being inserted sits above it and stays. One short
+    command instead of XDEL of a thousand ids, and Redis frees whole stream nodes."""
+    millis, sequence = entry_id.split("-")
+    return f"{millis}-{int(sequence) + 1}"
+
+
 def drain_sale(
     inventory: Inventory, database: Database, sale_id: str, max_batches: int, wait: float = 0.0
 ) -> int:
@@ -58,7 +68,7 @@ def drain_sale(
             if not entries:
                 break
             database.insert_attempts([_row(sale_id, eid, fields) for eid, fields in entries])
-            client.xdel(keys.outbox, *(eid for eid, _ in entries))
+            client.xtrim(keys.outbox, minid=_after(entries[-1][0]), approximate=False)
             moved += len(entries)
             if len(entries) < BATCH:
                 break
