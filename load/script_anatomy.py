@@ -1,16 +1,20 @@
-"""Where checkout.lua's time goes in Redis: probes of its parts and variants of the script.
+"""Where checkout.lua's time goes in Redis: the reserve path built up command by command, and
+variants of the shipped script.
 
     python load/script_anatomy.py [--calls 3000] [--rounds 3]
 
-On a throwaway Redis (the newest redis-server on PATH, AOF on as in production), it measures
-EVALSHA usec_per_call (INFO commandstats, median of --rounds) of:
+On a throwaway Redis (the newest redis-server on PATH, AOF on as in production), every line is
+--calls checkouts on the reserve path (a free item, a fresh user), sent in pipelines of 25 as
+the workers' Batcher sends them, and its figure is EVALSHA usec_per_call (INFO commandstats),
+median of --rounds (all rounds in brackets; the machine being shared, read the lowest too):
 
-- probes: the fixed cost of a call with checkout's keys and arguments, the token-bucket
-  library at rate 0, the meta HMGET, returning a 5-value table, number-to-string conversions;
-- variants of the real checkout.lua on the reserve path (a free item, a fresh user, the user
-  rate limit on as by default): the script as shipped, then with one change after another (a
-  one-field XADD, no PEXPIREAT of the user set, no ZADD to the reserved set, no HSET to the
-  codes hash), to price each. The machine being shared, read the lowest of the rounds too.
+- build-up: a script with checkout's keys and arguments that does nothing, then checkout.lua's
+  reserve-path commands added one at a time with their real arguments (the rate limit off, as
+  in bench.py), so each line's increase is what that command costs where it stands; last, the
+  shipped script with the rate limit off, whose difference is its Lua beyond the calls;
+- variants of the real checkout.lua (the user rate limit on, as by default): the script as
+  shipped, then with one change after another (a one-field XADD, no PEXPIREAT of the user set,
+  no ZADD to the reserved set, no HSET to the codes hash).
 
 Variants are text replacements of the shipped script; one that no longer matches is skipped and
 said so (the script changed: update the replacement).
@@ -25,7 +29,6 @@ import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -35,56 +38,57 @@ import kit
 from flashsale import devservers
 
 ITEMS = 10_000
+PIPELINE = 25  # calls per round-trip, about what the Batcher carries under load
 PREFIX = "fs:{sale:20260101T000000Z-3600}:"
-KEYS = [
-    PREFIX + k
-    for k in (
-        "meta",
-        "items",
-        "codes",
-        "reserved",
-        "user:u1",
-        "outbox",
-        "bucket:u:u1",
-        "bucket:ip:",
-    )
+# The reserve path of checkout.lua, one command a line, with the script's own arguments.
+BUILD_UP = [
+    (
+        "nothing (8 keys, 9 arguments)",
+        "local user_id, item_id, now_text = ARGV[1], ARGV[2], ARGV[3]\n"
+        "local now, ttl, fresh = tonumber(now_text), tonumber(ARGV[4]), ARGV[5]\n",
+    ),
+    (
+        "+ HMGET of 7 meta fields",
+        "local meta = redis.call('HMGET', KEYS[1], 'sale_id', 'starts_ms', 'ends_ms', 'total',"
+        " 'limit', 'sold', 'expire_ms')\n",
+    ),
+    ("+ HGET of the item", "local state = redis.call('HGET', KEYS[2], item_id)\n"),
+    ("+ ZCOUNT of the user set", "redis.call('ZCOUNT', KEYS[5], '(' .. now_text, '+inf')\n"),
+    (
+        "+ HSET of the item",
+        "local expires_text = tostring(math.min(now + ttl, tonumber(meta[3])))\n"
+        "redis.call('HSET', KEYS[2], item_id, 'R ' .. expires_text .. ' ' .. user_id .. ' ' .."
+        " fresh)\n",
+    ),
+    (
+        "+ HSET to the codes hash",
+        "redis.call('HSET', KEYS[3], fresh, item_id .. ' ' .. user_id .. ' ' .. expires_text)\n",
+    ),
+    ("+ ZADD to the reserved set", "redis.call('ZADD', KEYS[4], expires_text, item_id)\n"),
+    ("+ ZADD to the (new) user set", "redis.call('ZADD', KEYS[5], expires_text, item_id)\n"),
+    ("+ PEXPIREAT of the user set", "redis.call('PEXPIREAT', KEYS[5], meta[7])\n"),
+    (
+        "+ XADD of the attempt (6 fields)",
+        "redis.call('XADD', KEYS[6], '*', 's', meta[1], 'u', user_id, 'i', item_id, 'o', 'ok',"
+        " 'c', fresh, 't', now_text)\n",
+    ),
+    ("+ return the 5-value answer", "return {'ok', fresh, expires_text, 0, meta[1]}"),
 ]
 
-PROLOGUE = """local meta_key = KEYS[1] local user_id = ARGV[1] local item_id = ARGV[2]
-local now = tonumber(ARGV[3]) local ttl = tonumber(ARGV[4]) local fresh = ARGV[5]
-local user_rate = tonumber(ARGV[6]) local ip_rate = tonumber(ARGV[7])
-"""
-HMGET = (
-    "local m = redis.call('HMGET', meta_key, 'sale_id', 'starts_ms', 'ends_ms', 'total',"
-    " 'limit', 'sold', 'expire_ms') "
-)
 
-
-def scripts() -> tuple[str, str]:
+def shipped_checkout() -> str:
+    """checkout.lua as the service loads it: after the token-bucket library."""
     folder = resources.files("flashsale") / "scripts"
-    bucket = (folder / "token_bucket.lua").read_text()
-    return bucket, bucket + "\n" + (folder / "checkout.lua").read_text()
+    return (folder / "token_bucket.lua").read_text() + "\n" + (folder / "checkout.lua").read_text()
 
 
-def probes(bucket: str) -> dict[str, str]:
-    take = (
-        "local w = take_token(KEYS[7], user_rate, now) if w == 0 then "
-        "w = take_token(KEYS[8], ip_rate, now) end "
-    )
-    return {
-        "return 1 (8 keys, 7 args)": "return 1",
-        "+ read the arguments": PROLOGUE + "return 1",
-        "+ token buckets at rate 0": bucket + PROLOGUE + take + "return 1",
-        "+ HMGET of 7 meta fields": bucket + PROLOGUE + take + HMGET + "return 1",
-        "+ return a 5-value table": bucket
-        + PROLOGUE
-        + take
-        + HMGET
-        + "return {'ok', fresh, now + ttl, 0, m[1]}",
-        "3 number-to-string conversions only": PROLOGUE
-        + "local a = tostring(now) local b = '(' .. now "
-        "local d = 'R ' .. (now + ttl) .. ' ' .. user_id .. ' ' .. fresh return 1",
-    }
+def build_up() -> dict[str, str]:
+    """Each script adds the next line to the one before."""
+    scripts, body = {}, ""
+    for name, line in BUILD_UP:
+        body += line
+        scripts[name] = body if line.startswith("return") else body + "return 1"
+    return scripts
 
 
 # Each variant applies one more change to the previous one: (old text, new text).
@@ -118,16 +122,6 @@ def variants(checkout: str) -> tuple[dict[str, str], list[str]]:
     return found, skipped
 
 
-def median_usec(client: Any, run: Callable[[], None], calls: int, rounds: int) -> list[float]:
-    values = []
-    for _ in range(rounds):
-        client.config_resetstat()
-        for _ in range(calls):
-            run()
-        values.append(kit.evalsha_stats(client)["usec_per_call"])
-    return values
-
-
 def load_sale(client: Any, now: int) -> None:
     client.delete(*[PREFIX + k for k in ("meta", "items", "codes", "reserved", "outbox")])
     client.hset(
@@ -150,17 +144,50 @@ def load_sale(client: Any, now: int) -> None:
         client.unlink(key)
 
 
+def reserve_usec(
+    client: Any, source: str, calls: int, rounds: int, user_rate: float, rng: random.Random
+) -> list[float]:
+    """EVALSHA usec_per_call of `calls` reserving checkouts, per round, each on a fresh sale."""
+    script = client.register_script(source)
+    values = []
+    for _ in range(rounds):
+        now = int(time.time() * 1000)
+        load_sale(client, now)
+        batch = []
+        for item in rng.sample(range(1, ITEMS + 1), calls):
+            user = f"u{rng.randrange(100_000)}"
+            keys = [PREFIX + k for k in ("meta", "items", "codes", "reserved")]
+            keys += [PREFIX + f"user:{user}", PREFIX + "outbox", PREFIX + f"bucket:u:{user}"]
+            keys.append(PREFIX + "bucket:ip:")
+            code = "S." + secrets.token_urlsafe(16)
+            row = f"S {user} {item} {now} "  # the one-field XADD variant's pre-joined row
+            batch.append((keys, [user, str(item), now, 120_000, code, user_rate, 0, 0, row]))
+        client.config_resetstat()
+        outcomes = set()
+        for start in range(0, len(batch), PIPELINE):
+            pipe = client.pipeline(transaction=False)
+            for keys, call_args in batch[start : start + PIPELINE]:
+                script(keys=keys, args=call_args, client=pipe)
+            outcomes.update(
+                str(answer[0] if isinstance(answer, list) else answer) for answer in pipe.execute()
+            )
+        values.append(kit.evalsha_stats(client)["usec_per_call"])
+        if outcomes - {"ok", "1"}:
+            raise SystemExit(f"not the reserve path: {outcomes}")
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--user-rate", type=float, default=50.0, help="FLASHSALE_RATE_PER_USER on the reserve path"
+        "--user-rate", type=float, default=50.0, help="FLASHSALE_RATE_PER_USER of the variants"
     )
     args = parser.parse_args(argv)
     calls = min(args.calls, ITEMS // 2)
 
-    bucket, checkout = scripts()
+    checkout = shipped_checkout()
     with contextlib.ExitStack() as stack:
         state = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flashsale-lua-")))
         server = stack.enter_context(
@@ -171,59 +198,28 @@ def main(argv: list[str] | None = None) -> int:
             f"Redis {client.info('server')['redis_version']}; EVALSHA usec_per_call, "
             f"median of {args.rounds} x {calls} calls (all rounds in brackets)"
         )
+        rng = random.Random(7)
 
-        now = int(time.time() * 1000)
-        client.hset(KEYS[0], mapping={"sale_id": "S", "starts_ms": 1, "ends_ms": 10**13})
-        probe_args = ["u1", "5", now, 120_000, "S." + secrets.token_urlsafe(16), 0, 0]
-        print("\nprobes (each line adds to the one above, except the last):")
-        for name, source in probes(bucket).items():
-            script = client.register_script(source)
-            values = median_usec(
-                client, lambda s=script: s(keys=KEYS, args=probe_args), calls, args.rounds
-            )
-            print(f"  {name:38} {sorted(values)[len(values) // 2]:7.2f}  {values}")
+        def show(name: str, values: list[float], before: float | None) -> float:
+            median = sorted(values)[len(values) // 2]
+            step = f"{median - before:+6.2f}" if before is not None else " " * 6
+            print(f"  {name:40} {median:7.2f} {step}  {values}")
+            return median
+
+        print("\nthe reserve path built up (each line adds to the one above; its increase):")
+        before = None
+        for name, source in build_up().items():
+            before = show(name, reserve_usec(client, source, calls, args.rounds, 0, rng), before)
+        # The same commands with the script's decisions around them (its Lua beyond the calls).
+        values = reserve_usec(client, checkout, calls, args.rounds, 0, rng)
+        show("checkout.lua as shipped, rate limit off", values, before)
 
         found, skipped = variants(checkout)
         print("\ncheckout.lua on the reserve path (each line adds a change to the one above):")
-        rng = random.Random(7)
+        before = None
         for name, source in found.items():
-            script = client.register_script(source)
-            values = []
-            for _ in range(args.rounds):
-                load_sale(client, now)
-                batch = []
-                for item in rng.sample(range(1, ITEMS + 1), calls):
-                    user = f"u{rng.randrange(100_000)}"
-                    keys = [PREFIX + k for k in ("meta", "items", "codes", "reserved")]
-                    keys += [
-                        PREFIX + f"user:{user}",
-                        PREFIX + "outbox",
-                        PREFIX + f"bucket:u:{user}",
-                        PREFIX + "bucket:ip:",
-                    ]
-                    batch.append(
-                        (
-                            keys,
-                            [
-                                user,
-                                str(item),
-                                now,
-                                120_000,
-                                "S." + secrets.token_urlsafe(16),
-                                args.user_rate,
-                                0,
-                                0,
-                                f"S {user} {item} {now} ",
-                            ],
-                        )
-                    )
-                client.config_resetstat()
-                outcomes = set()
-                for keys, call_args in batch:
-                    outcomes.add(script(keys=keys, args=call_args)[0])
-                values.append(kit.evalsha_stats(client)["usec_per_call"])
-                assert outcomes == {"ok"}, outcomes
-            print(f"  {name:38} {sorted(values)[len(values) // 2]:7.2f}  {values}")
+            values = reserve_usec(client, source, calls, args.rounds, args.user_rate, rng)
+            before = show(name, values, before)
         for name in skipped:
             print(f"  (skipped: {name!r}: the shipped script no longer has that text)")
     return 0
