@@ -29,11 +29,18 @@ class PoolExhausted(Unreachable):
     """Every connection stayed busy for the whole wait: the database is too slow or away."""
 
 
+class LostBeforeCommit(psycopg2.OperationalError):
+    """The connection failed before COMMIT was sent: the server rolls back a transaction whose
+    connection is gone, so nothing was written."""
+
+
 def surely_not_written(error: DatabaseError) -> bool:
-    """Whether a failed transaction certainly did not commit: nothing was sent, or the server
-    itself answered with an error (and rolled back). A connection lost mid-way, perhaps during
-    COMMIT, leaves the outcome unknown: only PostgreSQL can tell later."""
-    return isinstance(error, Unreachable) or getattr(error, "pgcode", None) is not None
+    """Whether a failed transaction certainly did not commit: nothing was sent, the connection
+    failed before COMMIT, or the server itself answered with an error (and rolled back). A
+    connection lost during COMMIT leaves the outcome unknown: only PostgreSQL can tell later."""
+    if isinstance(error, (Unreachable, LostBeforeCommit)):
+        return True
+    return getattr(error, "pgcode", None) is not None
 
 
 def _ts(epoch_ms: int) -> datetime:
@@ -95,13 +102,18 @@ class Database:
                 conn = self._idle.pop() if self._idle else psycopg2.connect(**self._connect_args)
             except psycopg2.OperationalError as error:
                 raise Unreachable(str(error).strip()) from error
-            broken = False
+            broken = committing = False
             try:
                 with conn, conn.cursor() as cur:
                     yield cur
-            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                    committing = True
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
                 broken = True
-                raise
+                if committing or getattr(error, "pgcode", None) is not None:
+                    raise
+                # A statement found the connection dead (and the rollback then "already
+                # closed"): COMMIT was never sent.
+                raise LostBeforeCommit(str(error).strip()) from error
             finally:
                 if broken or conn.closed:
                     conn.close()

@@ -5,12 +5,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 import redis
 import requests
 
 from flashsale import devservers
+from flashsale.config import Settings
+from flashsale.domain import SaleError
 from flashsale.inventory import keys_for
 from flashsale.migrate import migrate
+from flashsale.wiring import build_service
 from tests.faults.conftest import ITEMS, USER_LIMIT
 from tests.faults.harness import Shoppers, check_sale, sale_id_of, sell_out
 from tests.support import serving
@@ -56,3 +60,33 @@ def test_postgres_away_checkouts_continue_purchases_wait(fault_env: dict[str, st
             sell_out(shoppers, env, sale_id, ITEMS)
             check_sale(env, sale_id, shoppers.tally, sold=ITEMS, limit=USER_LIMIT)
         watcher.close()
+
+
+def test_a_purchase_postgresql_never_got_is_undone_at_once(
+    fault_env: dict[str, str], tmp_path: Path
+) -> None:
+    """PostgreSQL stops while the pool holds a connection to it. The purchase's INSERT finds
+    that connection dead before any COMMIT was sent, so nothing can have been written: Redis
+    undoes the sale at once instead of leaving it pending for the grace period (an item held
+    that long for nothing could go unsold at the end of a sale)."""
+    with devservers.start_postgres(tmp_path / "postgres") as store:
+        migrate(store.url)
+        env = {**fault_env, "DATABASE_URL": store.url}
+        keys = keys_for(sale_id_of(env))
+        service = build_service(Settings.from_env(env))
+        watcher = redis.Redis.from_url(env["REDIS_URL"], socket_timeout=5)
+        try:
+            bought = service.checkout("buyer", "1")
+            service.purchase(bought.code)  # the pool now holds a live connection
+            held = service.checkout("buyer", "2")
+            store.stop()
+            with pytest.raises(SaleError) as answer:
+                service.purchase(held.code)
+            assert answer.value.code == "unavailable"
+            assert watcher.zcard(keys.pending) == 0, "left pending, not undone"
+            assert service.status()["items_sold"] == 1
+            # Back to the reservation it was: the buyer can try again once PostgreSQL is back.
+            assert service.checkout("buyer", "2").code == held.code
+        finally:
+            service.database.close()
+            watcher.close()
