@@ -17,7 +17,10 @@ from typing import Any
 import pytest
 import requests
 
+from flashsale.config import Settings
+from flashsale.wiring import build_service
 from tests.faults.harness import query, served_stack
+from tests.support import free_port
 
 SLOW = "0.1"  # tokens per second: the bucket holds one and refills in 10 s
 
@@ -166,3 +169,44 @@ def test_limits_are_off_when_configured_off(serve):
     base, _ = serve(FLASHSALE_RATE_PER_USER="0", FLASHSALE_RATE_PER_IP="0")
     answers, _ = burst([lambda n=n: checkout(base, "anyone", n % 20 + 1) for n in range(30)])
     assert not [a for a in answers if a.status_code == 429]
+
+
+def test_per_address_limit_covers_reads_with_one_budget(serve):
+    """FLASHSALE_RATE_PER_IP is requests per second per client address, whatever they ask:
+    reads spend from the bucket checkouts spend from, so one address can hammer neither the
+    status nor the item pages. Other addresses are not held back, and the probes and the
+    metrics scrape (the cluster's own requests) are never limited."""
+    base, _ = serve(FLASHSALE_RATE_PER_IP=SLOW, FLASHSALE_CLIENT_IP_HEADER="X-Forwarded-For")
+    hammering = {"X-Forwarded-For": "192.0.2.1"}
+
+    def get(path: str, **headers: str) -> requests.Response:
+        return requests.get(f"{base}{path}", headers=headers, timeout=10)
+
+    answers, elapsed = burst([lambda: get("/sale/status", **hammering) for _ in range(20)])
+    passed = [a for a in answers if a.status_code != 429]
+    assert 1 <= len(passed) <= allowed_at_most(float(SLOW), elapsed)
+    for answer in answers:
+        if answer.status_code == 429:
+            assert_limited(answer)
+    # The address's budget is spent, for every kind of request it makes.
+    assert_limited(get("/sale/items", **hammering))
+    assert_limited(get("/openapi.json", **hammering))
+    assert_limited(checkout(base, "reader", 1, **hammering))
+    # Another address has its own.
+    assert get("/sale/status", **{"X-Forwarded-For": "192.0.2.2"}).status_code == 200
+    for path in ("/healthz", "/readyz", "/metrics"):
+        for _ in range(3):
+            assert get(path, **hammering).status_code == 200, path
+
+
+def test_reads_pass_when_the_limiter_cannot_reach_redis(service_env: dict[str, str]) -> None:
+    """The per-address limit of reads lives in Redis; with Redis away it lets them through
+    rather than failing reads that do not need Redis (the item pages and images)."""
+    env = {**service_env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    env.update(FLASHSALE_RATE_PER_IP="0.1", FLASHSALE_REDIS_TIMEOUT="0.5")
+    service = build_service(Settings.from_env(env))
+    try:
+        for _ in range(3):
+            service.admit("192.0.2.1")  # raises SaleError("rate_limited") if it limited
+    finally:
+        service.database.close()

@@ -73,6 +73,25 @@ class SaleService:
         period_ms = self.settings.period * 1000
         return min(NO_SALE_RETRY_SECONDS, _seconds(period_ms - now_ms % period_ms))
 
+    # --- the per-address limit of the other requests ----------------------------------------
+
+    def admit(self, client_ip: str) -> None:
+        """Spend a token of the client address's bucket for a request other than checkout and
+        purchase (their scripts spend from the same bucket): FLASHSALE_RATE_PER_IP is one budget
+        for everything an address asks. With Redis away the request passes: the limiter must
+        not take down reads that do not need Redis."""
+        rate = self.settings.rate_per_ip
+        if rate <= 0 or not client_ip:
+            return
+        now = self.now_ms()
+        keys = keys_for(self.current_sale_id(now))
+        try:
+            wait = self.inventory.take_address_token(keys, client_ip, rate=rate, now_ms=now)
+        except RedisError:
+            return
+        if wait > 0:
+            raise SaleError("rate_limited", retry_after=_seconds(wait))
+
     # --- checkout ---------------------------------------------------------------------------
 
     def checkout(self, user_id: Any, item_id: Any, client_ip: str = "") -> Reservation:

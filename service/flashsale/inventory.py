@@ -33,9 +33,10 @@ _SCRIPTS = (
     "status",
     "sweep",
     "publish",
+    "rate_limit",
 )
 # Scripts that rate-limit get the token bucket library prepended.
-_WITH_BUCKET = {"checkout", "purchase"}
+_WITH_BUCKET = {"checkout", "purchase", "rate_limit"}
 
 
 class SaleKeys:
@@ -179,6 +180,13 @@ class Inventory:
             ],
             [user_id, item_id, now_ms, ttl_ms, fresh_code, user_rate, ip_rate, int(expected)],
         )
+
+    def take_address_token(
+        self, keys: SaleKeys, client_ip: str, *, rate: float, now_ms: int
+    ) -> int:
+        """0 when a request from this address may pass, else the ms until one may (see
+        rate_limit.lua). The bucket is the one checkout and purchase spend from."""
+        return int(self._eval("rate_limit", [keys.ip_bucket(client_ip)], [rate, now_ms]))
 
     def purchase(
         self,

@@ -105,6 +105,22 @@ class RequestTiming:
         os.write(2, line)
 
 
+class AddressRateLimit:
+    """FLASHSALE_RATE_PER_IP for every request but checkout and purchase, whose scripts spend
+    from the same bucket. Probes and the metrics scrape come from the cluster, not from
+    clients: they are never limited. Installed only when the limit is on."""
+
+    _NOT_HERE = frozenset({"/checkout", "/purchase", "/healthz", "/readyz", "/metrics"})
+
+    def __init__(self, service: SaleService, client_address: resources.ClientAddress) -> None:
+        self._service = service
+        self._client_address = client_address
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if req.path not in self._NOT_HERE:
+            self._service.admit(self._client_address(req))
+
+
 def _unrouted(path: str) -> str:
     """A bounded label for requests no route template matched (the status page, static files,
     unknown paths): never the raw path, which a client could vary without end."""
@@ -133,13 +149,15 @@ class StatusPage:
 def create_app(service: SaleService) -> falcon.App:
     """The WSGI app of one worker: every route, the error shape, timing and the access log."""
     settings = service.settings
-    timing = RequestTiming(settings.access_log, settings.log_level)
-    app = falcon.App(middleware=[timing])
+    client_address = resources.ClientAddress(settings.client_ip_header, settings.rate_per_ip > 0)
+    middleware: list[object] = [RequestTiming(settings.access_log, settings.log_level)]
+    if settings.rate_per_ip > 0:
+        middleware.append(AddressRateLimit(service, client_address))
+    app = falcon.App(middleware=middleware)
     json = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json
 
-    client_address = resources.ClientAddress(settings.client_ip_header, settings.rate_per_ip > 0)
     collector = SaleCollector(
         service.snapshot,
         lambda: backlog(service.inventory),

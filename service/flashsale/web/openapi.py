@@ -116,7 +116,7 @@ def document() -> dict[str, Any]:
                     "operationId": "saleStatus",
                     "responses": {
                         "200": _ok("SaleStatus"),
-                        **_by_status("no_active_sale", "unavailable"),
+                        **_by_status("rate_limited", "no_active_sale", "unavailable"),
                     },
                 }
             },
@@ -135,7 +135,9 @@ def document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _ok("ItemPage"),
-                        **_by_status("invalid_request", "no_active_sale", "unavailable"),
+                        **_by_status(
+                            "invalid_request", "rate_limited", "no_active_sale", "unavailable"
+                        ),
                     },
                 }
             },
@@ -162,7 +164,7 @@ def document() -> dict[str, Any]:
                             "description": "SVG image",
                             "content": {"image/svg+xml": {"schema": {"type": "string"}}},
                         },
-                        **_by_status("item_not_found", "unavailable"),
+                        **_by_status("rate_limited", "item_not_found", "unavailable"),
                     },
                 }
             },
@@ -200,7 +202,8 @@ def document() -> dict[str, Any]:
                         "200": {
                             "description": "OpenAPI 3",
                             "content": {"application/json": {"schema": {"type": "object"}}},
-                        }
+                        },
+                        **_by_status("rate_limited"),
                     },
                 }
             },
