@@ -73,13 +73,13 @@ class SaleService:
         period_ms = self.settings.period * 1000
         return min(NO_SALE_RETRY_SECONDS, _seconds(period_ms - now_ms % period_ms))
 
-    # --- the per-address limit of the other requests ----------------------------------------
+    # --- the per-address limit of the reads --------------------------------------------------
 
     def admit(self, client_ip: str) -> None:
-        """Spend a token of the client address's bucket for a request other than checkout and
-        purchase (their scripts spend from the same bucket): FLASHSALE_RATE_PER_IP is one budget
-        for everything an address asks. With Redis away the request passes: the limiter must
-        not take down reads that do not need Redis."""
+        """Spend a token of the client address's bucket for a read that does work (the status,
+        the item pages); checkout and purchase spend from the same bucket inside their scripts.
+        With Redis away the read passes: the limiter must not fail reads that do not need
+        Redis."""
         rate = self.settings.rate_per_ip
         if rate <= 0 or not client_ip:
             return
@@ -288,7 +288,8 @@ class SaleService:
         snapshot["remaining"] = snapshot["total"] - snapshot["sold"]
         return snapshot
 
-    def status(self) -> dict[str, Any]:
+    def status(self, client_ip: str = "") -> dict[str, Any]:
+        self.admit(client_ip)
         snapshot = self.snapshot()
         if snapshot is None:
             raise SaleError("no_active_sale", retry_after=self.retry_after_no_sale(self.now_ms()))
@@ -335,15 +336,22 @@ class SaleService:
             raise SaleError("no_active_sale", retry_after=self.retry_after_no_sale(now))
         return sale
 
-    def items_page(self, limit: int, cursor: str | None) -> dict[str, Any]:
-        """Items in position order; the cursor is the next position, bound to its sale."""
-        sale = self.current_sale()
+    def items_page(self, limit: int, cursor: str | None, client_ip: str = "") -> dict[str, Any]:
+        """Items in position order; the cursor is the next position, bound to its sale. The
+        address's token is spent after the parameters are checked: `invalid_request` comes
+        before `rate_limited`, which comes before `no_active_sale`."""
+        try:
+            sale = self.current_sale()
+        except SaleError:
+            self.admit(client_ip)
+            raise
         start = 1
         if cursor:
             owner, _, position = cursor.rpartition(":")
             if owner != sale.sale_id or not position.isdigit() or int(position) < 1:
                 raise SaleError("invalid_request", "`cursor` does not belong to the current sale")
             start = int(position)
+        self.admit(client_ip)
         stop = start + limit
         items = [
             {"id": item_id, "name": name, "image_url": path}

@@ -1,6 +1,6 @@
--- rate_limit.lua: spends one token of a client address's bucket for a request that decides
--- nothing in the sale (the reads: status, items, images, the status page). checkout.lua and
--- purchase.lua spend from the same bucket inside their own decision: one budget per address.
+-- rate_limit.lua: spends one token of a client address's bucket for a read that does work (the
+-- sale's status, its item pages). checkout.lua and purchase.lua spend from the same bucket
+-- inside their own decision: one budget per address.
 local bucket = KEYS[1]            -- string: token bucket of this client address (token_bucket.lua)
 
 local rate = tonumber(ARGV[1])    -- requests per second per client address

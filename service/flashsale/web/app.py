@@ -105,22 +105,6 @@ class RequestTiming:
         os.write(2, line)
 
 
-class AddressRateLimit:
-    """FLASHSALE_RATE_PER_IP for every request but checkout and purchase, whose scripts spend
-    from the same bucket. Probes and the metrics scrape come from the cluster, not from
-    clients: they are never limited. Installed only when the limit is on."""
-
-    _NOT_HERE = frozenset({"/checkout", "/purchase", "/healthz", "/readyz", "/metrics"})
-
-    def __init__(self, service: SaleService, client_address: resources.ClientAddress) -> None:
-        self._service = service
-        self._client_address = client_address
-
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if req.path not in self._NOT_HERE:
-            self._service.admit(self._client_address(req))
-
-
 def _unrouted(path: str) -> str:
     """A bounded label for requests no route template matched (the status page, static files,
     unknown paths): never the raw path, which a client could vary without end."""
@@ -149,15 +133,13 @@ class StatusPage:
 def create_app(service: SaleService) -> falcon.App:
     """The WSGI app of one worker: every route, the error shape, timing and the access log."""
     settings = service.settings
-    client_address = resources.ClientAddress(settings.client_ip_header, settings.rate_per_ip > 0)
-    middleware: list[object] = [RequestTiming(settings.access_log, settings.log_level)]
-    if settings.rate_per_ip > 0:
-        middleware.append(AddressRateLimit(service, client_address))
-    app = falcon.App(middleware=middleware)
+    timing = RequestTiming(settings.access_log, settings.log_level)
+    app = falcon.App(middleware=[timing])
     json = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json
 
+    client_address = resources.ClientAddress(settings.client_ip_header, settings.rate_per_ip > 0)
     collector = SaleCollector(
         service.snapshot,
         lambda: backlog(service.inventory),
@@ -167,8 +149,8 @@ def create_app(service: SaleService) -> falcon.App:
 
     app.add_route("/checkout", resources.Checkout(service, client_address))
     app.add_route("/purchase", resources.Purchase(service, client_address))
-    app.add_route("/sale/status", resources.SaleStatus(service))
-    app.add_route("/sale/items", resources.SaleItems(service))
+    app.add_route("/sale/status", resources.SaleStatus(service, client_address))
+    app.add_route("/sale/items", resources.SaleItems(service, client_address))
     app.add_route("/images/{sale_id}/{item_id}.svg", resources.ItemImage(service))
     app.add_route("/healthz", resources.Health())
     app.add_route("/readyz", resources.Ready(service))

@@ -164,7 +164,7 @@ def document() -> dict[str, Any]:
                             "description": "SVG image",
                             "content": {"image/svg+xml": {"schema": {"type": "string"}}},
                         },
-                        **_by_status("rate_limited", "item_not_found", "unavailable"),
+                        **_by_status("item_not_found", "unavailable"),
                     },
                 }
             },
@@ -202,8 +202,7 @@ def document() -> dict[str, Any]:
                         "200": {
                             "description": "OpenAPI 3",
                             "content": {"application/json": {"schema": {"type": "object"}}},
-                        },
-                        **_by_status("rate_limited"),
+                        }
                     },
                 }
             },

@@ -59,18 +59,20 @@ class Purchase:
 
 
 class SaleStatus:
-    def __init__(self, service: SaleService):
+    def __init__(self, service: SaleService, client_address: ClientAddress):
         self._service = service
+        self._client_address = client_address
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = self._service.status()
+        resp.media = self._service.status(self._client_address(req))
 
 
 class SaleItems:
     DEFAULT_LIMIT = 100
 
-    def __init__(self, service: SaleService):
+    def __init__(self, service: SaleService, client_address: ClientAddress):
         self._service = service
+        self._client_address = client_address
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         raw_limit = _param(req, "limit")
@@ -83,7 +85,7 @@ class SaleItems:
         cursor = _param(req, "cursor")
         if cursor is not None and not isinstance(cursor, str):
             raise SaleError("invalid_request", "`cursor` may be given once")
-        page = self._service.items_page(limit, cursor or None)
+        page = self._service.items_page(limit, cursor or None, self._client_address(req))
         for item in page["items"]:
             item["image_url"] = req.prefix + item["image_url"]
         resp.media = page
