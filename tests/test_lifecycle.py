@@ -16,7 +16,7 @@ import falcon.testing
 import pytest
 import redis
 
-from flashsale import domain
+from flashsale import domain, outbox
 from flashsale.config import Settings
 from flashsale.engine import SaleService
 from flashsale.inventory import keys_for
@@ -259,6 +259,14 @@ def test_sweep_is_bounded_per_run(keeper: SaleKeeper, clock: Clock, migrated_db:
     assert sql(
         migrated_db, "SELECT count(*) FROM checkout_attempts WHERE sale_id = %s", sale.sale_id
     ) == [(1500,)]
+
+
+def test_the_drain_trims_to_the_next_stream_id() -> None:
+    """The trim bound is the id right after the batch's last: the next sequence number, or the
+    next millisecond after its last sequence number."""
+    assert outbox._after("1764038400000-0") == "1764038400000-1"
+    assert outbox._after("1764038400000-41") == "1764038400000-42"
+    assert outbox._after(f"1764038400000-{2**64 - 1}") == "1764038400001-0"
 
 
 def test_attempts_recorded_during_a_drain_stay_for_the_next(

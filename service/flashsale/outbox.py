@@ -41,6 +41,8 @@ def _after(entry_id: str) -> str:
     attempt recorded while the batch was being inserted sits above it and stays. One short
     command instead of XDEL of a thousand ids, and Redis frees whole stream nodes."""
     millis, sequence = entry_id.split("-")
+    if int(sequence) == 2**64 - 1:  # the last id of its millisecond
+        return f"{int(millis) + 1}-0"
     return f"{millis}-{int(sequence) + 1}"
 
 
