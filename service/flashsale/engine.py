@@ -7,6 +7,7 @@ is away, when a purchase may be acknowledged) and nothing about HTTP.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -165,7 +166,8 @@ class SaleService:
             self._record_directly(outcome, now, user, item)
 
     def _record_directly(self, outcome: str, now: int, user_id: Any, item_id: Any) -> None:
-        """Redis is away: the attempt goes straight to PostgreSQL before we answer."""
+        """Redis is away: the attempt goes straight to PostgreSQL before we answer, filed under
+        the sale PostgreSQL has open now (Redis being away does not close it)."""
         row = AttemptRow(
             attempt_key=f"direct:{uuid.uuid4()}",
             sale_id=None,
@@ -176,10 +178,20 @@ class SaleService:
             created_ms=now,
         )
         try:
+            row = dataclasses.replace(row, sale_id=self._open_in_records(now))
             self.database.insert_attempts([row])
         except DatabaseError:
             # Both stores are away: the log line is the record of last resort.
             log.error("attempt not stored, both stores unreachable: %s", row)
+
+    def _open_in_records(self, now: int) -> str | None:
+        """The id of the sale open at `now` by PostgreSQL (cached like every sale's facts)."""
+        sale_id = self.current_sale_id(now)
+        sale = self._sales.get(sale_id) or self.database.get_sale(sale_id)
+        if sale is None or not sale.starts_ms <= now < sale.ends_ms:
+            return None
+        self._remember(sale)
+        return sale_id
 
     # --- purchase ---------------------------------------------------------------------------
 
@@ -324,10 +336,13 @@ class SaleService:
         except _STORE_ERRORS:
             raise SaleError("unavailable") from None
         if sale is not None:
-            if len(self._sales) > 64:
-                self._sales.clear()
-            self._sales[sale_id] = sale
+            self._remember(sale)
         return sale
+
+    def _remember(self, sale: Sale) -> None:
+        if len(self._sales) > 64:
+            self._sales.clear()
+        self._sales[sale.sale_id] = sale
 
     def current_sale(self) -> Sale:
         now = self.now_ms()

@@ -52,6 +52,9 @@ def test_frozen_redis_gives_quick_503s_then_recovers(fault_env: dict[str, str], 
                 ], during
             sell_out(shoppers, env, sale_id, ITEMS)
             check_sale(env, sale_id, shoppers.tally, sold=ITEMS, limit=USER_LIMIT)
+        # Written straight into PostgreSQL while Redis was frozen, and filed under the sale.
+        probe_attempt = "SELECT sale_id, outcome FROM checkout_attempts WHERE user_id = 'probe'"
+        assert query(env, probe_attempt) == [(sale_id, "unavailable")]
 
 
 def test_stuck_postgres_purchases_time_out_into_503_and_are_undone(
