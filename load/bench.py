@@ -1,6 +1,6 @@
 """Checkout throughput of the service against the bare Falcon ceiling, side by side.
 
-    python load/bench.py [--duration 10] [--connections 100] [--items 100000] [--rounds 2]
+    python load/bench.py [--duration 10] [--connections 100] [--items 100000] [--rounds 3]
                          [--out load/results] [--profile]
 
 Starts Redis and PostgreSQL (or uses REDIS_URL / DATABASE_URL), migrates, opens a sale of

@@ -161,7 +161,7 @@ def reserve_usec(
             keys.append(PREFIX + "bucket:ip:")
             code = "S." + secrets.token_urlsafe(16)
             row = f"S {user} {item} {now} "  # the one-field XADD variant's pre-joined row
-            batch.append((keys, [user, str(item), now, 120_000, code, user_rate, 0, 0, row]))
+            batch.append((keys, [user, str(item), now, 120_000, code, user_rate, 0, "", row]))
         client.config_resetstat()
         outcomes = set()
         for start in range(0, len(batch), PIPELINE):

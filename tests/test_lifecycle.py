@@ -294,7 +294,7 @@ def test_attempts_recorded_during_a_drain_stay_for_the_next(
     record(20, "before-")
     monkeypatch.setattr(keeper.database, "insert_attempts", insert_while_checkouts_go_on)
     assert keeper.sweep().drained == 20
-    assert redis.Redis.from_url(keeper.settings.redis_url).xlen(keys.outbox) == 7
+    assert keeper.inventory.client.xlen(keys.outbox) == 7
     assert keeper.sweep().drained == 7
     users = sql(
         migrated_db, "SELECT user_id FROM checkout_attempts WHERE sale_id = %s", sale.sale_id

@@ -1,4 +1,4 @@
-"""Sends the Redis commands that concurrent greenlets issue at the same moment as one pipeline.
+"""Sends the Redis commands that concurrent greenlets issue at the same moment in one round-trip.
 
 A gevent worker serves many requests at once. Sent one by one, every script call checks a
 connection out of the pool (with a readiness poll), makes its own send and its own receive:

@@ -144,6 +144,9 @@ class Sale:
     def ends_ms(self) -> int:
         return self.ends_at * 1000
 
+    def open_at(self, now_ms: int) -> bool:
+        return self.starts_ms <= now_ms < self.ends_ms
+
 
 @dataclass(frozen=True)
 class Reservation:

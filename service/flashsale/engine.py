@@ -144,7 +144,7 @@ class SaleService:
 
     def _seen(self, sale_id: str) -> None:
         if sale_id not in self._seen_open:
-            if len(self._seen_open) > 16:  # one a period: keep the recent ones
+            if len(self._seen_open) > 16:  # one a period: start afresh now and then
                 self._seen_open.clear()
             self._seen_open.add(sale_id)
 
@@ -188,7 +188,7 @@ class SaleService:
         """The id of the sale open at `now` by PostgreSQL (cached like every sale's facts)."""
         sale_id = self.current_sale_id(now)
         sale = self._sales.get(sale_id) or self.database.get_sale(sale_id)
-        if sale is None or not sale.starts_ms <= now < sale.ends_ms:
+        if sale is None or not sale.open_at(now):
             return None
         self._remember(sale)
         return sale_id
@@ -347,14 +347,14 @@ class SaleService:
     def current_sale(self) -> Sale:
         now = self.now_ms()
         sale = self.sale(self.current_sale_id(now))
-        if sale is None or not sale.starts_ms <= now < sale.ends_ms:
+        if sale is None or not sale.open_at(now):
             raise SaleError("no_active_sale", retry_after=self.retry_after_no_sale(now))
         return sale
 
     def items_page(self, limit: int, cursor: str | None, client_ip: str = "") -> dict[str, Any]:
         """Items in position order; the cursor is the next position, bound to its sale. The
-        address's token is spent after the parameters are checked: `invalid_request` comes
-        before `rate_limited`, which comes before `no_active_sale`."""
+        address's token is spent after the parameters are checked: `invalid_request` (of an
+        open sale's cursor) comes before `rate_limited`, which comes before `no_active_sale`."""
         try:
             sale = self.current_sale()
         except SaleError:

@@ -16,8 +16,10 @@ import weakref
 from pathlib import Path
 
 import orjson
+from gunicorn import util
 
 from flashsale.config import Settings
+from flashsale.web.errors import error_body
 
 _settings = Settings.from_env()
 
@@ -65,10 +67,8 @@ def child_exit(server, worker) -> None:
 def _json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     """gunicorn's refusals (a request line or headers past the limits, bytes that are not HTTP)
     in the contract's error shape instead of its HTML page."""
-    from gunicorn import util
-
     code = "internal_error" if status_int >= 500 else "invalid_request"
-    body = orjson.dumps({"error": {"code": code, "message": f"{reason}: {mesg}"}})
+    body = orjson.dumps(error_body(code, f"{reason}: {mesg}"))
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -76,14 +76,15 @@ def _json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
+# gunicorn writes its own refusals with util.write_error, looked up at each call: set once in
+# the master, every forked worker has it.
+util.write_error = _json_error
+
+
 def post_worker_init(worker) -> None:
     """On SIGTERM, also end idle keep-alive connections, so a graceful stop lasts as long as
     the requests in flight and not the whole graceful_timeout (gunicorn's gevent worker leaves
     idle keep-alive connections open until keepalive expires, then gets killed)."""
-    # gunicorn writes its own refusals with util.write_error; the worker looks it up there.
-    from gunicorn import util
-
-    util.write_error = _json_error
     # Weak: a connection the client closed leaves the set with its socket object.
     worker.idle_connections = weakref.WeakSet()
     handle_exit = worker.handle_exit

@@ -84,8 +84,8 @@ def connect(
         "socket_connect_timeout": timeout,
         "decode_responses": True,
         # Never sent twice: a script that ran but whose answer was lost must not run again
-        # (it would record a second attempt). A stale pooled connection is replaced when it is
-        # checked out, so a restarted Redis costs no request.
+        # (it would record a second attempt). A restarted Redis fails the calls in flight; the
+        # next round-trip takes a working connection from the pool.
         "retry": Retry(NoBackoff(), 0),
     }
     if cluster:
@@ -178,7 +178,16 @@ class Inventory:
                 keys.user_bucket(user_id),
                 keys.ip_bucket(client_ip),
             ],
-            [user_id, item_id, now_ms, ttl_ms, fresh_code, user_rate, ip_rate, int(expected)],
+            [
+                user_id,
+                item_id,
+                now_ms,
+                ttl_ms,
+                fresh_code,
+                user_rate,
+                ip_rate,
+                keys.sale_id if expected else "",
+            ],
         )
 
     def take_address_token(

@@ -24,12 +24,9 @@ LOCK_SECONDS = 5
 
 
 def _row(sale_key: str, entry_id: str, fields: dict[str, str]) -> AttemptRow:
-    # checkout.lua answers `unavailable` only when a sale its worker saw open is missing from
-    # Redis (lost, a restore under way): the sale is open, and it is this outbox's.
-    lost_sale = fields.get("o") == "unavailable"
     return AttemptRow(
         attempt_key=f"{sale_key}/{entry_id}",
-        sale_id=fields.get("s") or (sale_key if lost_sale else None),
+        sale_id=fields.get("s") or None,
         user_id=printable(fields.get("u")),
         item_id=printable(fields.get("i")),
         outcome=fields.get("o", "unknown"),

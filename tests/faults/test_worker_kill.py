@@ -16,7 +16,7 @@ from tests.faults.harness import (
     sale_id_of,
     sell_out,
 )
-from tests.support import serving
+from tests.support import children, serving
 
 
 def test_sale_completes_after_a_worker_is_killed(fault_env: dict[str, str], tmp_path: Path):
@@ -62,22 +62,7 @@ def test_sale_completes_after_the_drainer_is_killed(fault_env: dict[str, str], t
             restarted = shoppers.wait_until(
                 lambda: [d for d in gunicorn_children(proc.pid)[1] if d != drainers[0]], 20
             )
-            assert restarted, _children_of(proc.pid)
+            assert restarted, children(proc.pid)  # what the master runs, for the failure message
         assert shoppers.sold_out.is_set(), shoppers.tally.statuses
         sell_out(shoppers, fault_env, sale_id, ITEMS)
         check_sale(fault_env, sale_id, shoppers.tally, sold=ITEMS, limit=USER_LIMIT)
-
-
-def _children_of(master: int) -> list[str]:
-    """What the master has running, for the failure message."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
-                found.append(f"{entry.name} {stat.rsplit(')', 1)[1].split()[0]} {cmdline}")
-    return found

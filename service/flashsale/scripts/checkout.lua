@@ -20,7 +20,7 @@ local ttl       = tonumber(ARGV[4])  -- ms a reservation lasts
 local fresh     = ARGV[5]            -- the code to hand out if this checkout reserves
 local user_rate = tonumber(ARGV[6])  -- requests per second per user, 0 = off
 local ip_rate   = tonumber(ARGV[7])  -- requests per second per client address, 0 = off
-local expected  = ARGV[8] == '1'     -- the caller saw this sale open: if it is gone, Redis lost it
+local seen_open = ARGV[8]            -- this sale's id if the caller saw it open, else ''
 
 local meta = redis.call('HMGET', meta_key, 'sale_id', 'starts_ms', 'ends_ms', 'total', 'limit', 'sold', 'expire_ms')
 local sale_id = meta[1] or ''
@@ -41,8 +41,13 @@ if wait > 0 then
 end
 
 if sale_id == '' then
-  -- A sale Redis lost mid-period is being restored from PostgreSQL: a store is away, not the sale.
-  return answer(expected and 'unavailable' or 'no_active_sale')
+  if seen_open ~= '' then
+    -- A sale Redis lost mid-period is being restored from PostgreSQL: a store is away, not the
+    -- sale, and the attempt belongs to it.
+    sale_id = seen_open
+    return answer('unavailable')
+  end
+  return answer('no_active_sale')
 end
 local starts, ends = tonumber(meta[2]), tonumber(meta[3])
 if now < starts or now >= ends then
