@@ -231,7 +231,7 @@ def serve_bare(
         str(LOAD_DIR),
         "bare_app:application",
     ]
-    env = {**env, "FLASHSALE_DRAINER": "off"}
+    env = {**env, "FLASHSALE_SWEEPER": "off"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     return gunicorn(argv, env, log_path, "/healthz", workers)
 

@@ -110,7 +110,7 @@ def service_env(redis_url: str, migrated_db: str) -> dict[str, str]:
         FLASHSALE_USER_LIMIT="3",
         FLASHSALE_CHECKOUT_TTL="60",
         FLASHSALE_RATE_PER_USER="0",
-        FLASHSALE_DRAIN_INTERVAL="0.2",
+        FLASHSALE_SWEEP_INTERVAL="0.2",
         LOG_LEVEL="WARNING",
     )
     return env

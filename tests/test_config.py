@@ -41,7 +41,7 @@ def test_settings_are_read_from_the_environment() -> None:
         ("FLASHSALE_ITEMS", "many"),
         ("FLASHSALE_ITEMS", "0"),
         ("PORT", "-1"),
-        ("FLASHSALE_DRAIN_INTERVAL", "soon"),
+        ("FLASHSALE_SWEEP_INTERVAL", "soon"),
     ],
 )
 def test_a_malformed_setting_is_refused_by_name(name: str, value: str) -> None:

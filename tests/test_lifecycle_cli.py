@@ -333,7 +333,7 @@ def test_audit_passes_clean_and_fails_tampered(
 
     # Undrained attempts younger than the window are pending, not mismatches. (A drain interval
     # of 10 s makes the window 50 s, so a slow machine cannot age them past it.)
-    young = run_audit({**service_env, "FLASHSALE_DRAIN_INTERVAL": "10"})
+    young = run_audit({**service_env, "FLASHSALE_SWEEP_INTERVAL": "10"})
     assert young.returncode == 0, young.stdout
     assert "PENDING" in young.stdout and sale_id in young.stdout
 

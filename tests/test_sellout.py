@@ -64,7 +64,7 @@ def served(service_env: dict[str, str], tmp_path: Path) -> Iterator[Served]:
         "FLASHSALE_USER_LIMIT": str(LIMIT),
         "FLASHSALE_CHECKOUT_TTL": str(TTL),
         "FLASHSALE_RATE_PER_USER": "0",
-        "FLASHSALE_DRAIN_INTERVAL": "0.2",
+        "FLASHSALE_SWEEP_INTERVAL": "0.2",
     }
     opened = json.loads(flashsale("open-sale", env=env).stdout.strip().splitlines()[-1])
     assert opened["total_items"] == ITEMS

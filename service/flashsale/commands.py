@@ -140,7 +140,7 @@ def audit(args: argparse.Namespace) -> int:
         print(f"flashsale: no sale {args.sale or 'in the database'}", file=sys.stderr)
         return 2
     # Pending = younger than a few drain intervals (a drainer runs every interval).
-    window_ms = int(max(5.0, 5 * settings.drain_interval) * 1000)
+    window_ms = int(max(5.0, 5 * settings.sweep_interval) * 1000)
     # A purchase a crashed worker left half-way is pending until the sweeper settles it.
     pending_ms = window_ms + int(settings.pending_grace * 1000)
     report = audit_sale(
@@ -177,7 +177,7 @@ def drain(args: argparse.Namespace) -> int:
                 extra={"command": "drain", "outcome": "ok", "duration_ms": took, **report},
             )
 
-    run_forever(step, settings.drain_interval, stop.is_set, "drain")
+    run_forever(step, settings.sweep_interval, stop.is_set, "drain")
     return 0
 
 

@@ -39,7 +39,7 @@ def run_dev(settings: Settings) -> int:
         stop = threading.Event()
         jobs = [
             ("opener", lambda: keeper.open_due(settings.preload_seconds), 1.0),
-            ("sweeper", lambda: keeper.sweep(), settings.drain_interval),
+            ("sweeper", lambda: keeper.sweep(), settings.sweep_interval),
         ]
         for name, step, interval in jobs:
             threading.Thread(
@@ -47,7 +47,7 @@ def run_dev(settings: Settings) -> int:
             ).start()
 
         # The web tier as in production; this process already runs the sweeper, which drains.
-        env.update(FLASHSALE_DRAINER="off", PROMETHEUS_MULTIPROC_DIR=str(state / "metrics"))
+        env.update(FLASHSALE_SWEEPER="off", PROMETHEUS_MULTIPROC_DIR=str(state / "metrics"))
         # Its own session: Ctrl-C reaches only us, and we stop gunicorn gracefully (SIGTERM).
         web = subprocess.Popen(
             [sys.executable, "-m", "flashsale", "serve"],

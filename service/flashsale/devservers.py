@@ -61,10 +61,9 @@ class _PortTaken(DevServerError):
 
 
 def _source() -> str:
-    source = os.environ.get("FLASHSALE_DEVSERVERS", "").strip().lower() or "auto"
-    if source not in ("auto", "system", "embedded"):
-        raise DevServerError(f"FLASHSALE_DEVSERVERS must be auto, system or embedded: {source!r}")
-    return source
+    from flashsale.config import Settings
+
+    return Settings.from_env().devservers
 
 
 def _missing(what: str) -> DevServerError:

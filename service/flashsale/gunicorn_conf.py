@@ -45,7 +45,7 @@ _drainer: dict[str, int | bool] = {}
 
 def on_starting(server) -> None:
     """A stale multiprocess directory would resurrect dead workers' counters: wipe it."""
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    folder = _settings.metrics_dir
     if folder:
         path = Path(folder)
         if path.exists():
@@ -60,7 +60,7 @@ def on_starting(server) -> None:
 def child_exit(server, worker) -> None:
     from prometheus_client import multiprocess
 
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if _settings.metrics_dir:
         multiprocess.mark_process_dead(worker.pid)
 
 
@@ -128,7 +128,7 @@ def post_request(worker, req, environ, resp) -> None:
 def when_ready(server) -> None:
     """One drainer per pod moves checkout attempts into PostgreSQL within about a second.
     It runs beside the workers, not inside them, so it costs them no throughput."""
-    if os.environ.get("FLASHSALE_DRAINER", "on") == "off":
+    if not _settings.sweeper:
         return
 
     def keep_running() -> None:

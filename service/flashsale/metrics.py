@@ -5,7 +5,6 @@ every pod reports the same single truth."""
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 
@@ -95,11 +94,12 @@ def _redis_up(value: int) -> GaugeMetricFamily:
     )
 
 
-def render(sale_collector: Collector) -> bytes:
-    """The /metrics body: every worker's counters (multiprocess) plus the sale collector."""
+def render(sale_collector: Collector, multiprocess_dir: str = "") -> bytes:
+    """The /metrics body: every worker's counters (from `multiprocess_dir`, where gunicorn's
+    workers write them; PROMETHEUS_MULTIPROC_DIR) plus the sale collector."""
     registry = CollectorRegistry()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.MultiProcessCollector(registry)
+    if multiprocess_dir:
+        multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)
     else:
         for collector in (CHECKOUTS, PURCHASES, REQUEST_DURATION, RECLAIMED, DRAINED):
             registry.register(collector)

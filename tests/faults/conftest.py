@@ -18,7 +18,7 @@ def fault_env(service_env: dict[str, str]) -> dict[str, str]:
         "FLASHSALE_ITEMS": str(ITEMS),
         "FLASHSALE_USER_LIMIT": str(USER_LIMIT),
         "FLASHSALE_CHECKOUT_TTL": "2",
-        "FLASHSALE_DRAIN_INTERVAL": "0.2",
+        "FLASHSALE_SWEEP_INTERVAL": "0.2",
         "FLASHSALE_REDIS_TIMEOUT": "0.5",
         "FLASHSALE_PG_CONNECT_TIMEOUT": "1",
         "FLASHSALE_PG_STATEMENT_TIMEOUT_MS": "2000",

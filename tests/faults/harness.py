@@ -364,7 +364,7 @@ def served_stack(
             FLASHSALE_PERIOD="10000000",
             FLASHSALE_USER_LIMIT="3",
             FLASHSALE_RATE_PER_USER="0",
-            FLASHSALE_DRAIN_INTERVAL="0.2",
+            FLASHSALE_SWEEP_INTERVAL="0.2",
             LOG_LEVEL="ERROR",
         )
         env.update(settings)

@@ -104,7 +104,7 @@ FLASHSALE_RATE_PER_USER: {{ $c.ratePerUser | quote }}
 FLASHSALE_RATE_PER_IP: {{ $c.ratePerIp | quote }}
 FLASHSALE_CLIENT_IP_HEADER: {{ $c.clientIpHeader | quote }}
 WEB_CONCURRENCY: {{ $c.webConcurrency | quote }}
-FLASHSALE_DRAIN_INTERVAL: {{ $c.drainInterval | quote }}
+FLASHSALE_SWEEP_INTERVAL: {{ $c.sweepInterval | quote }}
 FLASHSALE_PRELOAD_SECONDS: {{ $c.preloadSeconds | quote }}
 LOG_LEVEL: {{ $c.logLevel | quote }}
 FLASHSALE_REDIS_TIMEOUT: {{ $c.redisTimeout | quote }}

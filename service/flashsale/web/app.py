@@ -154,7 +154,7 @@ def create_app(service: SaleService) -> falcon.App:
     app.add_route("/images/{sale_id}/{item_id}.svg", resources.ItemImage(service))
     app.add_route("/healthz", resources.Health())
     app.add_route("/readyz", resources.Ready(service))
-    app.add_route("/metrics", resources.Metrics(lambda: render(collector)))
+    app.add_route("/metrics", resources.Metrics(lambda: render(collector, settings.metrics_dir)))
     app.add_route("/openapi.json", resources.OpenAPI())
     app.add_sink(StatusPage(), re.compile(r"/\Z"))
     app.add_static_route("/static", str(STATIC_DIR))
