@@ -2,12 +2,12 @@
 
 It answers `POST /checkout` with a JSON body shaped like a real reservation, through the same
 orjson media handler the service uses, and is served by the same gunicorn config
-(`python:flashsale.gunicorn_conf`, gevent workers) with `FLASHSALE_SWEEPER=off`. Whatever the
+(`python:flashsale.server.gunicorn_conf`, gevent workers) with `FLASHSALE_SWEEPER=off`. Whatever the
 service loses against it is the cost of the service's own work (validation, the Redis script,
 metrics), not of the server stack.
 
     FLASHSALE_SWEEPER=off WEB_CONCURRENCY=2 PORT=8090 \
-        python -m gunicorn --config python:flashsale.gunicorn_conf --pythonpath load \
+        python -m gunicorn --config python:flashsale.server.gunicorn_conf --pythonpath load \
         bare_app:application
 """
 

@@ -4,7 +4,7 @@
                          [--out load/results] [--profile]
 
 Starts Redis and PostgreSQL (or uses REDIS_URL / DATABASE_URL), migrates, opens a sale of
---items items (rate limit off, a short checkout TTL so stock lasts, the drainer on as in
+--items items (rate limit off, a short checkout TTL so stock lasts, the sweeper on as in
 production), starts `flashsale serve` and load/bare_app.py under the same gunicorn config
 (2 gevent workers each, loopback only), warms both up, then drives them with
 `wrk -t2 -c<connections> -d<duration> --latency -s load/checkout.lua` alternately
@@ -34,7 +34,7 @@ from typing import Any
 import kit
 import redis
 
-from flashsale.inventory import keys_for
+from flashsale.stores.inventory.keys import keys_for
 
 
 def run_wrk(
@@ -81,7 +81,7 @@ def measured_run(
     group whose processes changed meanwhile: a replaced worker makes the figure meaningless)."""
     groups = {"server": [served.master_pid]}
     if name == "service":
-        groups["drainer"] = served.drainers()
+        groups["sweeper"] = served.sweepers()
         groups.update({k: [v] for k, v in store_pids.items()})
     workers_before = served.workers()
     before = {g: kit.cpu_seconds(p) for g, p in groups.items()}
@@ -95,8 +95,8 @@ def measured_run(
     }
     if served.workers() != workers_before or served.proc.poll() is not None:
         cpu = dict.fromkeys(cpu)
-    elif "drainer" in cpu:  # the drainer is a child of the master: split it out
-        cpu["server"] = round(cpu["server"] - cpu["drainer"], 1)
+    elif "sweeper" in cpu:  # the sweeper is a child of the master: split it out
+        cpu["server"] = round(cpu["server"] - cpu["sweeper"], 1)
     cpu["total"] = None if None in cpu.values() else round(sum(cpu.values()), 1)
     run["cpu_us_per_request"] = cpu
     return run
@@ -360,12 +360,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
     right.legend(fontsize=8)
     # CPU per request, medians, stacked by process: robust to a busy machine, unlike rps.
     bottoms = [0.0, 0.0]
-    palette = {"server": "#2f6fb0", "drainer": "#8e6bb8", "redis": "#c0392b", "postgres": "#27ae60"}
+    palette = {"server": "#2f6fb0", "sweeper": "#8e6bb8", "redis": "#c0392b", "postgres": "#27ae60"}
     per_target = [
         {"server": s["bare_cpu_us_per_request"] or 0},
         {k: v for k, v in (s["service_cpu_us_per_request"] or {}).items() if k != "total"},
     ]
-    for part in ("server", "drainer", "redis", "postgres"):
+    for part in ("server", "sweeper", "redis", "postgres"):
         heights = [t.get(part, 0) or 0 for t in per_target]
         cost.bar(
             [0, 1],
@@ -535,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bare_cpu = cpu_median(bare_runs, "server")
     svc_cpu = {
-        g: cpu_median(svc_runs, g) for g in ("server", "drainer", "redis", "postgres", "total")
+        g: cpu_median(svc_runs, g) for g in ("server", "sweeper", "redis", "postgres", "total")
     }
     svc_cpu = {g: v for g, v in svc_cpu.items() if v is not None}
     result = {

@@ -28,8 +28,8 @@ import redis
 from flashsale import devservers
 from flashsale.config import Settings
 from flashsale.domain import Sale
-from flashsale.inventory import keys_for
-from flashsale.migrate import migrate
+from flashsale.stores.inventory.keys import keys_for
+from flashsale.stores.migrate import migrate
 from flashsale.wiring import build_keeper
 
 LOAD_DIR = Path(__file__).resolve().parent
@@ -150,11 +150,11 @@ class Served:
         return self.proc.pid
 
     def workers(self) -> list[int]:
-        """The gunicorn workers (children of the master), the drainer left out."""
-        return [pid for pid, is_drainer in self._children() if not is_drainer]
+        """The gunicorn workers (children of the master), the sweeper left out."""
+        return [pid for pid, is_sweeper in self._children() if not is_sweeper]
 
-    def drainers(self) -> list[int]:
-        return [pid for pid, is_drainer in self._children() if is_drainer]
+    def sweepers(self) -> list[int]:
+        return [pid for pid, is_sweeper in self._children() if is_sweeper]
 
     def _children(self) -> list[tuple[int, bool]]:
         pids = []
@@ -165,7 +165,7 @@ class Served:
         for pid in sorted(pids):
             with contextlib.suppress(OSError):
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                children.append((pid, b"drain" in argv))
+                children.append((pid, b"sweep" in argv))
         return children
 
 
@@ -200,7 +200,7 @@ def gunicorn(
 
 
 def stop_group(proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    """SIGTERM to the master (it stops its workers and drainer), then kill the whole group."""
+    """SIGTERM to the master (it stops its workers and sweeper), then kill the whole group."""
     if proc.poll() is None:
         proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -214,19 +214,19 @@ def stop_group(proc: subprocess.Popen, timeout: float = 30.0) -> None:
 def serve_service(
     env: dict[str, str], log_path: Path, workers: int = 2
 ) -> contextlib.AbstractContextManager[Served]:
-    """`flashsale serve` (gunicorn, gevent workers, the drainer as in production)."""
+    """`flashsale serve` (gunicorn, gevent workers, the sweeper as in production)."""
     return gunicorn(["-m", "flashsale", "serve"], env, log_path, "/readyz", workers)
 
 
 def serve_bare(
     env: dict[str, str], log_path: Path, workers: int = 2
 ) -> contextlib.AbstractContextManager[Served]:
-    """The bare Falcon app under the same gunicorn config, without the drainer."""
+    """The bare Falcon app under the same gunicorn config, without the sweeper."""
     argv = [
         "-m",
         "gunicorn",
         "--config",
-        "python:flashsale.gunicorn_conf",
+        "python:flashsale.server.gunicorn_conf",
         "--pythonpath",
         str(LOAD_DIR),
         "bare_app:application",

@@ -4,7 +4,7 @@
                            [--sellout-max 100000]
 
 Opens one sale per size (PostgreSQL rows, then Redis, through the real SaleKeeper; the 1M-item
-sale takes some seconds), then drives checkout.lua through `flashsale.inventory.Inventory`
+sale takes some seconds), then drives checkout.lua through `flashsale.stores.inventory.Inventory`
 directly (no HTTP), so only Redis is measured:
 
 - reserve:  --checkouts checkouts of distinct free items by users of a 100k pool (the write path);
@@ -39,7 +39,8 @@ import kit
 
 from flashsale.config import Settings
 from flashsale.domain import new_code
-from flashsale.inventory import Inventory, keys_for
+from flashsale.stores.inventory import CheckoutAnswer, Inventory
+from flashsale.stores.inventory.keys import keys_for
 from flashsale.wiring import build_inventory
 
 USERS = 100_000
@@ -154,9 +155,9 @@ class SaleUnderTest:
         self.items = [picked[r * self.count : (r + 1) * self.count] for r in range(rounds)]
         self.rng = rng
 
-    def checkout(self, user: str, item: str) -> list[Any]:
+    def checkout(self, user: str, item: str) -> CheckoutAnswer:
         return self.inventory.checkout(
-            self.keys,
+            self.sale.sale_id,
             user,
             item,
             now_ms=int(time.time() * 1000),
@@ -210,7 +211,7 @@ class SaleUnderTest:
         codes = {}
         for index, item in enumerate(str(i) for i in range(1, self.size + 1)):
             reply = inventory.checkout(
-                keys,
+                self.sale.sale_id,
                 f"b{index // 10}",
                 item,
                 now_ms=now,
@@ -220,22 +221,22 @@ class SaleUnderTest:
                 ip_rate=0,
                 client_ip="",
             )
-            if reply[0] == "ok":
-                codes[item] = reply[1]
+            if reply.outcome == "ok":
+                codes[item] = reply.code
         client.config_resetstat()
         for code in codes.values():
             kind = inventory.purchase(
-                keys, code, now_ms=now + 1, user_rate=0, ip_rate=0, client_ip=""
-            )[0]
+                self.sale.sale_id, code, now_ms=now + 1, user_rate=0, ip_rate=0, client_ip=""
+            ).kind
             if kind == "sold":
-                inventory.confirm(keys, code)
+                inventory.confirm(self.sale.sale_id, code)
         purchase_stats = kit.evalsha_stats(client)
         client.delete(keys.outbox)  # drained within a second in production
         sold_out = kit.sale_keys_memory(client, self.sale.sale_id)
         self.result["purchase_usec_per_call"] = purchase_stats["usec_per_call"]
         self.result["sold_out_keys"] = sold_out
         self.result["sold_out_bytes_per_item"] = round(sold_out["total"] / self.size, 1)
-        self.result["sold_out_status"] = inventory.status(keys, now + 2)
+        self.result["sold_out_status"] = inventory.figures(self.sale.sale_id, now + 2)._asdict()
 
     def drop(self) -> None:
         for key in self.client.scan_iter(match=f"{self.keys.prefix}*", count=1000):

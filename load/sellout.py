@@ -4,7 +4,7 @@
                            [--abandon 0.33] [--timeout 300]
 
 Starts Redis and PostgreSQL (or uses REDIS_URL / DATABASE_URL), opens a sale of --items items
-with a short checkout TTL, serves it with `flashsale serve` (2 gevent workers, the drainer on,
+with a short checkout TTL, serves it with `flashsale serve` (2 gevent workers, the sweeper on,
 the default per-user rate limit and user limit), reads the item ids from /sale/items, and lets
 --users users (gevent greenlets sharing --connections keep-alive connections) each check out
 random items they have not seen sold, buy most of them and abandon about a third (those come
@@ -181,7 +181,7 @@ def check_records(
 
 
 def wait_drained(database_url: str, sale_id: str, expected: int, timeout: float = 30) -> None:
-    """The drainer moves attempts within about a second; wait until all have landed."""
+    """The sweeper moves attempts within about a second; wait until all have landed."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.closing(psycopg2.connect(database_url)) as conn, conn.cursor() as cur:
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         elapsed = (shop.sold_out_at or time.monotonic()) - started
         http.close()
 
-        print("waiting for the drainer ...", flush=True)
+        print("waiting for the sweeper ...", flush=True)
         wait_drained(stores.database_url, sale.sale_id, sum(shop.checkouts.values()))
         audit = subprocess.run(
             [sys.executable, "-m", "flashsale", "audit", "--sale", sale.sale_id],

@@ -20,9 +20,9 @@ import redis
 
 from flashsale import devservers
 from flashsale.config import Settings
-from flashsale.engine import SaleService
-from flashsale.lifecycle import SaleKeeper
-from flashsale.migrate import migrate
+from flashsale.sale.keeper import SaleKeeper
+from flashsale.sale.service import SaleService
+from flashsale.stores.migrate import migrate
 from flashsale.web.app import create_app
 from flashsale.wiring import build_database, build_inventory
 from tests.support import Clock

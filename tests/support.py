@@ -13,11 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg2
+import redis
 import requests
 
-from flashsale.audit import audit_sale
 from flashsale.domain import Sale
-from flashsale.lifecycle import SaleKeeper
+from flashsale.sale.audit import audit_sale
+from flashsale.sale.keeper import SaleKeeper
 
 
 def sql(url: str, query: str, *params: object) -> list[tuple]:
@@ -26,6 +27,11 @@ def sql(url: str, query: str, *params: object) -> list[tuple]:
     with contextlib.closing(connection), connection, connection.cursor() as cur:
         cur.execute(query, params)
         return cur.fetchall() if cur.description else []
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A plain client for a test that inspects or breaks Redis behind the service's back."""
+    return redis.Redis.from_url(url, decode_responses=True)
 
 
 def assert_sweeps_clean(keeper: SaleKeeper, sale: Sale) -> None:

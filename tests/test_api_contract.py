@@ -24,12 +24,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from flashsale import domain
 from flashsale.config import Settings
 from flashsale.domain import Sale
-from flashsale.engine import SaleService
-from flashsale.lifecycle import SaleKeeper
-from flashsale.outbox import backlog
+from flashsale.sale.keeper import SaleKeeper
+from flashsale.sale.service import SaleService
 from flashsale.web.app import create_app
 from flashsale.wiring import build_database, build_inventory
-from tests.support import Clock, free_port, sql
+from tests.support import Clock, free_port, redis_client, sql
 from tests.test_openapi import check_response
 
 Pairs = list[tuple[str, str]]
@@ -173,7 +172,7 @@ class Harness:
     def assert_attempts_recorded(self, keeper: SaleKeeper) -> None:
         """Drain, then every checkout sent is one row with its outcome, code and time."""
         keeper.sweep()
-        assert backlog(keeper.inventory) == 0
+        assert keeper.inventory.backlog() == 0
         rows = Counter(
             (s, u, i, o, c, round(t.timestamp() * 1000)) for s, u, i, o, c, t in self.rows()
         )
@@ -532,7 +531,7 @@ def test_purchase_retry_is_the_same_purchase(harness: Harness, stack: Stack, clo
         again = api.purchase(held["code"])
         assert again.status_code == 200 and again.json == first.json
     # Redis loses the sale; once restored from PostgreSQL the retry is still the same purchase.
-    stack.keeper.inventory.client.flushdb()
+    redis_client(stack.settings.redis_url).flushdb()
     stack.keeper.restore()
     again = api.purchase(held["code"])
     assert again.status_code == 200 and again.json == first.json

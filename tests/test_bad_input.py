@@ -3,7 +3,7 @@ oversized or malformed request lines, invalid UTF-8, repeated parameters, huge o
 headers. Each gets a 4xx (never a 500, never a hang), the workers survive it, and every
 checkout request that reached the application has its attempt row.
 
-Request-line and header limits are gunicorn's (flashsale/gunicorn_conf.py): it answers them
+Request-line and header limits are gunicorn's (flashsale/server/gunicorn_conf.py): it answers them
 itself, before the application runs, in the contract's JSON error shape (gunicorn_conf's
 _json_error), as everything past the parser is.
 """
@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from flashsale import gunicorn_conf
+from flashsale.server import gunicorn_conf
 from tests.faults.harness import gunicorn_children, query, served_stack, wait_settled
 
 WORKERS: list[int] = []  # the server's workers when the module started

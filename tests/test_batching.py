@@ -10,8 +10,8 @@ import pytest
 import redis
 from redis.exceptions import ConnectionError, DataError, NoScriptError, ResponseError
 
-from flashsale.batching import _IDLE_CHECK_AFTER, Batcher
-from flashsale.inventory import connect
+from flashsale.stores.inventory import connect
+from flashsale.stores.inventory.batching import _IDLE_CHECK_AFTER, Batcher
 from tests.support import free_port
 
 

@@ -16,12 +16,13 @@ import falcon.testing
 import pytest
 import redis
 
-from flashsale import domain, outbox
+from flashsale import domain
 from flashsale.config import Settings
-from flashsale.engine import SaleService
-from flashsale.inventory import keys_for
-from flashsale.lifecycle import SaleKeeper
 from flashsale.metrics import RECLAIMED
+from flashsale.sale.keeper import SaleKeeper
+from flashsale.sale.service import SaleService
+from flashsale.stores.inventory.gateway import _stream_id_after
+from flashsale.stores.inventory.keys import keys_for
 from flashsale.web.app import create_app
 from flashsale.wiring import build_database, build_inventory
 from tests.support import Clock, assert_sweeps_clean, flashsale, sql
@@ -246,12 +247,10 @@ def test_sweep_returns_exactly_the_abandoned_reservations(
 def test_sweep_is_bounded_per_run(keeper: SaleKeeper, clock: Clock, migrated_db: str) -> None:
     """Each run moves at most max_batches batches of the outbox; the next run goes on."""
     sale, _ = keeper.open_sale()
-    keys = keys_for(sale.sale_id)
     now_ms = int(clock() * 1000)
-    pipe_client = keeper.inventory
     for i in range(1500):
-        pipe_client.record_attempt(
-            keys, "invalid_request", now_ms=now_ms, user_id=f"u{i}", item_id=None
+        keeper.inventory.record_attempt(
+            sale.sale_id, "invalid_request", now_ms=now_ms, user_id=f"u{i}", item_id=None
         )
     assert keeper.sweep(max_batches=1).drained == 1000
     assert keeper.sweep(max_batches=1).drained == 500
@@ -264,9 +263,9 @@ def test_sweep_is_bounded_per_run(keeper: SaleKeeper, clock: Clock, migrated_db:
 def test_the_drain_trims_to_the_next_stream_id() -> None:
     """The trim bound is the id right after the batch's last: the next sequence number, or the
     next millisecond after its last sequence number."""
-    assert outbox._after("1764038400000-0") == "1764038400000-1"
-    assert outbox._after("1764038400000-41") == "1764038400000-42"
-    assert outbox._after(f"1764038400000-{2**64 - 1}") == "1764038400001-0"
+    assert _stream_id_after("1764038400000-0") == "1764038400000-1"
+    assert _stream_id_after("1764038400000-41") == "1764038400000-42"
+    assert _stream_id_after(f"1764038400000-{2**64 - 1}") == "1764038400001-0"
 
 
 def test_attempts_recorded_during_a_drain_stay_for_the_next(
@@ -275,13 +274,12 @@ def test_attempts_recorded_during_a_drain_stay_for_the_next(
     """Checkouts go on while a batch is being inserted: what they append to the outbox is not
     removed with the batch, and the next drain moves it."""
     sale, _ = keeper.open_sale()
-    keys = keys_for(sale.sale_id)
     now_ms = int(clock() * 1000)
 
     def record(count: int, prefix: str) -> None:
         for i in range(count):
             keeper.inventory.record_attempt(
-                keys, "invalid_request", now_ms=now_ms, user_id=f"{prefix}{i}", item_id=None
+                sale.sale_id, "invalid_request", now_ms=now_ms, user_id=f"{prefix}{i}", item_id=None
             )
 
     insert = keeper.database.insert_attempts
@@ -294,7 +292,7 @@ def test_attempts_recorded_during_a_drain_stay_for_the_next(
     record(20, "before-")
     monkeypatch.setattr(keeper.database, "insert_attempts", insert_while_checkouts_go_on)
     assert keeper.sweep().drained == 20
-    assert keeper.inventory.client.xlen(keys.outbox) == 7
+    assert len(keeper.inventory.read_outbox(sale.sale_id)) == 7
     assert keeper.sweep().drained == 7
     users = sql(
         migrated_db, "SELECT user_id FROM checkout_attempts WHERE sale_id = %s", sale.sale_id
@@ -395,13 +393,14 @@ def test_an_ended_sale_closes_only_once_its_purchases_are_settled(
     clock = Clock(boundary - 30)
     s = stacks(settings, clock)
     sale, _ = s.keeper.open_sale()
-    keys = keys_for(sale.sale_id)
     inventory, now_ms = s.keeper.inventory, int(clock() * 1000)
     crashed = {}
     for item in ("1", "2"):
         code = checkout(s.client, f"user{item}", item).json["code"]
-        sold = inventory.purchase(keys, code, now_ms=now_ms, user_rate=0, ip_rate=0, client_ip="")
-        assert sold[0] == "sold"
+        sold = inventory.purchase(
+            sale.sale_id, code, now_ms=now_ms, user_rate=0, ip_rate=0, client_ip=""
+        )
+        assert sold.kind == "sold"
         crashed[item] = domain.Purchase(sale.sale_id, item, f"user{item}", code, now_ms)
     # Item 2's worker got its INSERT through and died before confirming; item 1's died before.
     s.keeper.database.save_purchase(crashed["2"])
@@ -599,7 +598,7 @@ def test_restore_after_redis_flushed_mid_sale_sells_exactly_the_rest(
     some_code, some_purchase = next(iter(bought.items()))
     assert purchase(client, some_code).json == some_purchase
 
-    done = flashsale("restore", env=service_env)
+    done = flashsale("sweep", env=service_env)  # its first step restores
     assert sale.sale_id in done.stdout
     assert keeper.restore() == []  # already there: restoring twice loads once
 

@@ -1,13 +1,12 @@
 """The lifecycle jobs as an operator or a CronJob runs them: the real console script against
 real Redis and PostgreSQL. Opening twice, at an instant, ahead of time, and racing (processes
 and threads); two sweepers racing next to live traffic; audit exit codes on a clean and on a
-tampered sale; the thin cronjobs/ entrypoints."""
+tampered sale."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import queue
 import random
 import subprocess
@@ -25,10 +24,10 @@ import redis
 from flashsale import catalog
 from flashsale.config import Settings
 from flashsale.domain import SaleError
-from flashsale.engine import SaleService
-from flashsale.inventory import keys_for
-from flashsale.lifecycle import SaleKeeper
-from flashsale.outbox import LOCK_SECONDS
+from flashsale.sale.drain import LOCK_SECONDS
+from flashsale.sale.keeper import SaleKeeper
+from flashsale.sale.service import SaleService
+from flashsale.stores.inventory.keys import keys_for
 from flashsale.wiring import build_database, build_inventory
 from tests.support import Clock, flashsale, sql
 
@@ -296,17 +295,17 @@ def test_two_sweepers_racing_next_to_live_traffic(
     assert audit.returncode == 0, audit.stdout
 
 
-def test_sweep_drains_past_a_lock_a_dead_drainer_left(
+def test_sweep_drains_past_a_lock_a_dead_sweeper_left(
     service_env: dict[str, str], migrated_db: str, rdb: redis.Redis
 ) -> None:
-    """A drainer whose Redis went away mid-drain (a failover) cannot release its lock. The
+    """A sweeper whose Redis went away mid-drain (a failover) cannot release its lock. The
     lock expires within LOCK_SECONDS, and a `flashsale sweep` run waits it out: the run it
     reports drains every attempt rather than skipping the outbox."""
     with opened_by_the_cli(service_env) as (sale_id, service):
         for item in range(1, 6):
             service.checkout(f"holder{item}", str(item))
     keys = keys_for(sale_id)
-    assert rdb.set(keys.drain_lock, "a-drainer-that-died", px=int(LOCK_SECONDS * 1000), nx=True)
+    assert rdb.set(keys.drain_lock, "a-sweeper-that-died", px=int(LOCK_SECONDS * 1000), nx=True)
 
     (swept,) = said(flashsale("sweep", env=service_env))
     assert swept["drained"] == 5
@@ -382,37 +381,3 @@ def test_audit_passes_clean_and_fails_tampered(
 
     unknown = run_audit(service_env, "--sale", "20000101T000000Z-3600")
     assert unknown.returncode == 2
-
-
-# --- the CronJob entrypoints ---------------------------------------------------------------
-
-
-def test_cronjob_entrypoints_run_the_commands(
-    service_env: dict[str, str], migrated_db: str
-) -> None:
-    env = {
-        **service_env,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{service_env.get('PATH', '')}",
-    }
-    for name in ("open-sale", "sweep"):
-        assert os.access(ROOT / "cronjobs" / name, os.X_OK), f"cronjobs/{name} not executable"
-
-    def run(name: str) -> list[dict[str, Any]]:
-        result = subprocess.run(
-            [str(ROOT / "cronjobs" / name)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
-        return said(result)
-
-    first, second = run("open-sale"), run("open-sale")
-    assert [line["command"] for line in first] == ["open-sale", "open-sale"]  # now and next
-    assert [line["loaded"] for line in first] == [True, True]
-    assert [line["loaded"] for line in second] == [False, False]
-    assert sql(migrated_db, "SELECT count(*) FROM sales") == [(2,)]
-    (swept,) = run("sweep")
-    assert swept["command"] == "sweep"

@@ -30,8 +30,8 @@ PER_PHASE = 240  # checkout requests per phase (each ok one is followed by a pur
 
 
 def workers_of(master: int) -> set[int]:
-    """The gunicorn workers: the master's children but the pod's drainer (`flashsale drain`)."""
-    return {pid for pid, cmd in children(master) if " drain" not in cmd}
+    """The gunicorn workers: the master's children but the pod's sweeper."""
+    return {pid for pid, cmd in children(master) if " sweep" not in cmd}
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from flashsale.lifecycle import SaleKeeper
+from flashsale.sale.keeper import SaleKeeper
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "flashsale"
@@ -82,7 +82,7 @@ def exposed(keeper: SaleKeeper, client: falcon.testing.TestClient) -> set[str]:
     keeper.open_sale(keeper.clock())
     code = client.simulate_post("/checkout", params={"user_id": "u1", "id": "1"}).json["code"]
     assert client.simulate_post("/purchase", params={"code": code}).status_code == 200
-    keeper.sweep()  # the drainer's and sweeper's counters
+    keeper.sweep()  # the sweeper's and sweeper's counters
     response = client.simulate_get("/metrics")
     assert response.status_code == 200
     names = set()

@@ -86,7 +86,7 @@ def burst(requests_: list[Any], threads: int = 20) -> tuple[list[requests.Respon
 
 
 def drained_outcomes(env: dict[str, str]) -> Counter:
-    """Outcomes of every checkout attempt, once the drainer has moved them all."""
+    """Outcomes of every checkout attempt, once the sweeper has moved them all."""
     wait_settled(env, query(env, "SELECT sale_id FROM sales")[0][0])
     return Counter(outcome for (outcome,) in query(env, "SELECT outcome FROM checkout_attempts"))
 

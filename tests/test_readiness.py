@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from flashsale import devservers
-from flashsale.migrate import migrate
+from flashsale.stores.migrate import migrate
 from tests.support import flashsale, free_port, serving
 
 WAIT = 30  # seconds for the service to notice a store going or coming back

@@ -12,7 +12,7 @@ import redis
 import requests
 
 from flashsale import devservers
-from flashsale.inventory import keys_for
+from flashsale.stores.inventory.keys import keys_for
 from tests.support import flashsale, serving
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from flashsale.domain import Purchase, SaleError
-from flashsale.engine import SaleService
-from flashsale.inventory import keys_for
-from flashsale.lifecycle import SaleKeeper
-from tests.support import assert_sweeps_clean, sql
+from flashsale.sale.keeper import SaleKeeper
+from flashsale.sale.service import SaleService
+from flashsale.stores.inventory.keys import keys_for
+from tests.support import assert_sweeps_clean, redis_client, sql
 
 
 def test_purchase_committed_during_restore_is_adopted_by_redis(
@@ -20,12 +20,13 @@ def test_purchase_committed_during_restore_is_adopted_by_redis(
     keeper.sweep()  # its attempt row is in PostgreSQL
 
     # The purchase request of "early" is in flight: Redis marked the item sold...
-    kind, item, user, at_ms, _ = service.inventory.purchase(
-        keys, first.code, now_ms=service.now_ms(), user_rate=0, ip_rate=0, client_ip=""
+    kind, item, user, at_ms, *_ = service.inventory.purchase(
+        sale.sale_id, first.code, now_ms=service.now_ms(), user_rate=0, ip_rate=0, client_ip=""
     )
     assert kind == "sold"
     # ...then Redis loses everything and is restored before the INSERT commits.
-    service.inventory.client.flushdb()
+    client = redis_client(service.settings.redis_url)
+    client.flushdb()
     assert keeper.restore() == [sale.sale_id]
     in_flight = Purchase(sale.sale_id, item, user, first.code, int(at_ms))
     assert service.database.save_purchase(in_flight) == in_flight  # "early" hears 200
@@ -39,7 +40,6 @@ def test_purchase_committed_during_restore_is_adopted_by_redis(
     else:
         raise AssertionError("the item was sold twice")
 
-    client = service.inventory.client
     assert client.hget(keys.items, "1") == f"S {at_ms} early {first.code}"
     assert client.zscore(keys.user("early"), "1") == float("inf")
     assert client.zscore(keys.user("late"), "1") is None
@@ -56,7 +56,7 @@ def test_a_sale_lost_by_redis_answers_unavailable_until_restored(
     sale, _ = keeper.open_sale()
     held = service.checkout("u1", "1")  # this worker saw the sale open
     keeper.sweep()  # the attempt is in PostgreSQL; then Redis loses everything
-    service.inventory.client.flushdb()
+    redis_client(service.settings.redis_url).flushdb()
 
     for user in ("u2", "u3"):  # a checkout must not go through while the sale is lost
         with pytest.raises(SaleError) as lost:

@@ -1,6 +1,6 @@
 """The Lua scripts against a plain-Python model of the sale's rules, step by step.
 
-Hypothesis drives random interleavings of checkout, purchase, confirm, revert, sweep and clock
+Hypothesis drives random interleavings of checkout, purchase, confirm, revert, reclaim and clock
 moves (few users, few items, a small limit) through `Inventory` on a real Redis, and after every
 step compares what the scripts answered and hold with what the model says the contract means.
 """
@@ -24,7 +24,9 @@ from hypothesis.stateful import (
 )
 
 from flashsale import domain
-from flashsale.inventory import Inventory, SaleKeys, keys_for
+from flashsale.domain import Sale
+from flashsale.stores.inventory import CheckoutAnswer, Inventory, PurchaseAnswer
+from flashsale.stores.inventory.keys import SaleKeys, keys_for
 
 USERS = ("ann", "bob", "cy")
 ITEMS = ("1", "2", "3", "4")
@@ -70,39 +72,39 @@ class SaleModel:
     def reserved(self, now: int) -> int:
         return sum(self.live(held, now) for held in self.items.values())
 
-    def checkout(self, user: str, item: str, now: int, fresh: str) -> list:
+    def checkout(self, user: str, item: str, now: int, fresh: str) -> CheckoutAnswer:
         self.attempts += 1
         if not START_MS <= now < END_MS:
-            return ["no_active_sale", "", 0, max(START_MS - now, 0), ""]
+            return CheckoutAnswer("no_active_sale", "", 0, max(START_MS - now, 0), "")
         if item not in self.items:
-            return ["item_not_found", "", 0, 0, self.sale_id]
+            return CheckoutAnswer("item_not_found", "", 0, 0, self.sale_id)
         if self.sold >= len(ITEMS):
-            return ["sold_out", "", 0, 0, self.sale_id]
+            return CheckoutAnswer("sold_out", "", 0, 0, self.sale_id)
         held = self.items[item]
         if self.live(held, now) and held.user == user:
-            return ["ok", held.code, held.at, 0, self.sale_id]
+            return CheckoutAnswer("ok", held.code, held.at, 0, self.sale_id)
         if len(self.holdings(user, now)) >= LIMIT:
-            return ["user_limit_reached", "", 0, 0, self.sale_id]
+            return CheckoutAnswer("user_limit_reached", "", 0, 0, self.sale_id)
         if held is not None and (held.kind == "S" or self.live(held, now)):
-            return ["item_unavailable", "", 0, 0, self.sale_id]
+            return CheckoutAnswer("item_unavailable", "", 0, 0, self.sale_id)
         expires = min(now + TTL_MS, END_MS)
         self.items[item] = Held("R", expires, user, fresh)
         self.codes[fresh] = (item, user, expires)
-        return ["ok", fresh, expires, 0, self.sale_id]
+        return CheckoutAnswer("ok", fresh, expires, 0, self.sale_id)
 
-    def purchase(self, code: str, now: int) -> list:
+    def purchase(self, code: str, now: int) -> PurchaseAnswer:
         if code not in self.codes:
-            return ["code_not_found"]
+            return PurchaseAnswer("code_not_found")
         item, user, _ = self.codes[code]
         held = self.items[item]
         if held is not None and held.kind == "S" and held.code == code:
-            return ["repeat", item, user, held.at, self.sale_id]
+            return PurchaseAnswer("repeat", item, user, held.at, self.sale_id)
         if not self.live(held, now) or held.code != code or now >= END_MS:
-            return ["code_expired"]
+            return PurchaseAnswer("code_expired")
         self.items[item] = Held("S", now, user, code)
         self.sold += 1
         self.pending.add(code)
-        return ["sold", item, user, now, self.sale_id]
+        return PurchaseAnswer("sold", item, user, now, self.sale_id)
 
     def confirm(self, code: str) -> None:
         self.pending.discard(code)
@@ -117,7 +119,7 @@ class SaleModel:
         self.sold -= 1
         return 1
 
-    def sweep(self, now: int) -> int:
+    def reclaim(self, now: int) -> int:
         expired = [
             item
             for item, held in self.items.items()
@@ -138,27 +140,18 @@ class ScriptsMachine(RuleBasedStateMachine):
         self.client.flushdb()
         self.inventory = Inventory(self.client)
         sale_id = domain.sale_id_for(START_MS // 1000, PERIOD_S)
+        self.sale_id = sale_id
         self.keys: SaleKeys = keys_for(sale_id)
         self.model = SaleModel(sale_id)
         self.now = START_MS
         self._load(sale_id)
 
     def _load(self, sale_id: str) -> None:
-        """Publish the sale the way the keeper does: staged items, then meta in one step."""
+        """Load the sale the way the keeper does: staged items, then meta in one step."""
         # The keys expire by Redis's own clock, so give them real time to live.
         redis_now_ms = int(self.client.time()[0]) * 1000
-        self.client.hset(self.keys.items_staging, mapping=dict.fromkeys(ITEMS, "-"))
-        meta = {
-            "sale_id": sale_id,
-            "starts_ms": START_MS,
-            "ends_ms": END_MS,
-            "total": len(ITEMS),
-            "limit": LIMIT,
-            "seed": "model",
-            "sold": 0,
-            "expire_ms": redis_now_ms + 3_600_000,
-        }
-        assert self.inventory.publish(self.keys, meta, redis_now_ms + 3_600_000)
+        sale = Sale(sale_id, START_MS // 1000, END_MS // 1000, len(ITEMS), LIMIT, "model")
+        assert self.inventory.load_sale(sale, [], {}, expire_ms=redis_now_ms + 3_600_000)
 
     # --- rules ----------------------------------------------------------------------------
 
@@ -171,7 +164,7 @@ class ScriptsMachine(RuleBasedStateMachine):
     def checkout(self, user: str, item: str):
         fresh = domain.new_code(self.model.sale_id)
         got = self.inventory.checkout(
-            self.keys,
+            self.sale_id,
             user,
             item,
             now_ms=self.now,
@@ -182,23 +175,23 @@ class ScriptsMachine(RuleBasedStateMachine):
             client_ip="",
         )
         expected = self.model.checkout(user, item, self.now, fresh)
-        assert [got[0], got[1], int(got[2]), int(got[3]), got[4]] == expected
+        assert got == expected
         # The attempt went to the outbox in the same step, with what the client was told.
         ((_, fields),) = self.client.xrevrange(self.keys.outbox, count=1)
         assert fields == {
-            "s": expected[4],
+            "s": expected.sale_id,
             "u": user,
             "i": item,
-            "o": expected[0],
-            "c": expected[1],
+            "o": expected.outcome,
+            "c": expected.code,
             "t": str(self.now),
         }
-        return expected[1] if expected[0] == "ok" else multiple()
+        return expected.code if expected.outcome == "ok" else multiple()
 
     @rule(code=codes)
     def purchase(self, code: str) -> None:
         got = self.inventory.purchase(
-            self.keys, code, now_ms=self.now, user_rate=0, ip_rate=0, client_ip=""
+            self.sale_id, code, now_ms=self.now, user_rate=0, ip_rate=0, client_ip=""
         )
         assert got == self.model.purchase(code, self.now)
 
@@ -206,20 +199,20 @@ class ScriptsMachine(RuleBasedStateMachine):
     def purchase_unknown(self, token: str) -> None:
         code = f"{self.model.sale_id}.{token}"
         got = self.inventory.purchase(
-            self.keys, code, now_ms=self.now, user_rate=0, ip_rate=0, client_ip=""
+            self.sale_id, code, now_ms=self.now, user_rate=0, ip_rate=0, client_ip=""
         )
-        assert got == self.model.purchase(code, self.now) == ["code_not_found"]
+        assert got == self.model.purchase(code, self.now) == PurchaseAnswer("code_not_found")
 
     @rule(code=codes)
     def confirm(self, code: str) -> None:
         """PostgreSQL stored the purchase."""
-        self.inventory.confirm(self.keys, code)
+        self.inventory.confirm(self.sale_id, code)
         self.model.confirm(code)
 
     @rule(code=codes)
     def revert(self, code: str) -> None:
         """PostgreSQL did not store it (only a pending purchase can be undone)."""
-        assert int(self.inventory.revert(self.keys, code)) == self.model.revert(code)
+        assert int(self.inventory.revert(self.sale_id, code)) == self.model.revert(code)
 
     @rule(
         ms=st.one_of(
@@ -230,20 +223,20 @@ class ScriptsMachine(RuleBasedStateMachine):
         self.now += ms
 
     @rule()
-    def sweep(self) -> None:
-        assert self.inventory.sweep(self.keys, self.now, 2) + self.inventory.sweep(
-            self.keys, self.now, 1000
-        ) == self.model.sweep(self.now)
+    def reclaim(self) -> None:
+        assert self.inventory.reclaim(self.sale_id, self.now, 2) + self.inventory.reclaim(
+            self.sale_id, self.now, 1000
+        ) == self.model.reclaim(self.now)
 
     # --- after every step -----------------------------------------------------------------
 
     @invariant()
     def figures_agree(self) -> None:
-        status = self.inventory.status(self.keys, self.now)
-        assert status is not None
-        assert status["sold"] == self.model.sold
-        assert status["reserved"] == self.model.reserved(self.now)
-        assert status["backlog"] == self.model.attempts
+        figures = self.inventory.figures(self.sale_id, self.now)
+        assert figures is not None
+        assert figures.sold == self.model.sold
+        assert figures.reserved == self.model.reserved(self.now)
+        assert figures.backlog == self.model.attempts
         assert set(self.client.zrange(self.keys.pending, 0, -1)) == self.model.pending
 
     @invariant()

@@ -1,5 +1,5 @@
 """A whole sale sold out by many real HTTP clients against the real `flashsale serve`
-(gunicorn, several gevent workers, its drainer), then checked by counting rows in PostgreSQL.
+(gunicorn, several gevent workers, its sweeper), then checked by counting rows in PostgreSQL.
 
 Run with `pytest -s` to see the figures.
 """
@@ -157,7 +157,7 @@ def run_clients(count: int, target: Any, *args: Any) -> list[Any]:
 
 
 def wait_for_rows(url: str, sale_id: str, expected: int, timeout: float = 30) -> int:
-    """The drainer moves attempts within about a second; give it a bounded while."""
+    """The sweeper moves attempts within about a second; give it a bounded while."""
     deadline = time.monotonic() + timeout
     while True:
         ((count,),) = sql(url, "SELECT count(*) FROM checkout_attempts WHERE sale_id = %s", sale_id)

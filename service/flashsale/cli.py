@@ -18,12 +18,20 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--at", help="an RFC 3339 instant inside the period to open")
     p.add_argument("--next", action="store_true", help="also pre-load the next period's sale")
-    p = sub.add_parser("sweep", help="return expired reservations, drain outboxes into PostgreSQL")
+    p = sub.add_parser(
+        "sweep",
+        help="restore a lost sale, reclaim expired reservations, settle purchases, drain the"
+        " checkout attempts into PostgreSQL, close ended sales",
+    )
     p.add_argument("--max-batches", type=int, default=100, help="bound on outbox batches per run")
+    p.add_argument(
+        "--every",
+        type=float,
+        metavar="SECONDS",
+        help="sweep again every SECONDS until SIGTERM (what each pod's sweeper runs)",
+    )
     p = sub.add_parser("audit", help="compare Redis with PostgreSQL for a sale")
     p.add_argument("--sale", help="sale id (default: the current or most recent sale)")
-    sub.add_parser("drain", help="drain the outboxes into PostgreSQL continuously")
-    sub.add_parser("restore", help="rebuild a sale's Redis state from PostgreSQL")
     from flashsale import kube
 
     kube.register(sub)

@@ -44,13 +44,12 @@ def _job(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[
     def wrap(run: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
         @functools.wraps(run)
         def job(args: argparse.Namespace) -> int:
-            from redis.exceptions import RedisError
-
-            from flashsale.records import DatabaseError
+            from flashsale.stores.inventory import InventoryError
+            from flashsale.stores.records import DatabaseError
 
             try:
                 return run(args)
-            except (RedisError, DatabaseError) as error:
+            except (InventoryError, DatabaseError) as error:
                 took = round((time.monotonic() - _STARTED) * 1000, 1)
                 log.error(
                     "job failed: store unavailable: %s",
@@ -72,7 +71,7 @@ def _stop_on_sigterm() -> threading.Event:
 
 @_job("migrate")
 def migrate(args: argparse.Namespace) -> int:
-    from flashsale.migrate import migrate as apply
+    from flashsale.stores.migrate import migrate as apply
 
     settings = _settings()
     if not settings.database_url:
@@ -110,26 +109,20 @@ def open_sale(args: argparse.Namespace) -> int:
 
 @_job("sweep")
 def sweep(args: argparse.Namespace) -> int:
-    from flashsale.outbox import LOCK_SECONDS
+    from flashsale.sale.drain import LOCK_SECONDS
     from flashsale.wiring import build_keeper
 
-    # A job's drain is a real one: wait out a pod drainer's lock (or one a failover orphaned).
+    if args.every is not None:
+        return _sweep_forever(args.every, args.max_batches)
+    # A job's drain is a real one: wait out a pod sweeper's lock (or one a failover orphaned).
     keeper = build_keeper(_settings())
     report = keeper.sweep(max_batches=args.max_batches, wait_for_drain=LOCK_SECONDS + 1)
     _say(command="sweep", **vars(report))
     return 0
 
 
-@_job("restore")
-def restore(args: argparse.Namespace) -> int:
-    from flashsale.wiring import build_keeper
-
-    _say(command="restore", restored=build_keeper(_settings()).restore())
-    return 0
-
-
 def audit(args: argparse.Namespace) -> int:
-    from flashsale.audit import audit_sale
+    from flashsale.sale.audit import audit_sale
     from flashsale.wiring import build_keeper
 
     settings = _settings()
@@ -155,29 +148,29 @@ def audit(args: argparse.Namespace) -> int:
     return 0 if report.clean else 1
 
 
-def drain(args: argparse.Namespace) -> int:
-    """The pod's background loop: drain outboxes, settle purchases, restore a lost sale."""
-    from flashsale.lifecycle import run_forever
+def _sweep_forever(interval: float, max_batches: int) -> int:
+    """The pod's sweeper: a sweep every `interval` seconds until SIGTERM; a store that is away
+    is logged and retried, never fatal."""
+    from flashsale.sale.keeper import run_forever
     from flashsale.wiring import build_keeper
 
-    settings = _settings()
-    keeper = build_keeper(settings)
+    keeper = build_keeper(_settings())
     stop = _stop_on_sigterm()
 
     def step() -> None:
         # One line per run that moved something; idle runs (one a second) only at DEBUG.
         started = time.monotonic()
-        report = vars(keeper.sweep())
+        report = vars(keeper.sweep(max_batches=max_batches))
         worked = any(report.values())
         if log.isEnabledFor(logging.INFO if worked else logging.DEBUG):
             took = round((time.monotonic() - started) * 1000, 1)
             log.log(
                 logging.INFO if worked else logging.DEBUG,
-                "drain run",
-                extra={"command": "drain", "outcome": "ok", "duration_ms": took, **report},
+                "sweep run",
+                extra={"command": "sweep", "outcome": "ok", "duration_ms": took, **report},
             )
 
-    run_forever(step, settings.sweep_interval, stop.is_set, "drain")
+    run_forever(step, interval, stop.is_set, "sweep")
     return 0
 
 
@@ -192,7 +185,7 @@ def serve(args: argparse.Namespace) -> int:
         "-m",
         "gunicorn",
         "--config",
-        "python:flashsale.gunicorn_conf",
+        "python:flashsale.server.gunicorn_conf",
         "flashsale.web.wsgi:application",
     ]
     os.execve(sys.executable, argv, env)  # noqa: S606

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from flashsale import devservers
 from flashsale.config import Settings
-from flashsale.lifecycle import run_forever
-from flashsale.migrate import migrate
+from flashsale.sale.keeper import run_forever
+from flashsale.stores.migrate import migrate
 from flashsale.wiring import build_keeper
 
 log = logging.getLogger(__name__)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -41,7 +42,7 @@ class SaleCollector(Collector):
 
     def __init__(
         self,
-        snapshot: Callable[[], dict | None],
+        snapshot: Callable[[], Any],
         backlog: Callable[[], int],
         clock: Callable[[], float] = time.time,
         period: int | None = None,
@@ -73,11 +74,11 @@ class SaleCollector(Collector):
         )
         if status is not None:
             for state in ("total", "sold", "reserved", "remaining"):
-                items.add_metric([state], status[state])
+                items.add_metric([state], getattr(status, state))
             yield GaugeMetricFamily(
                 "flashsale_sale_open_seconds",
                 "Seconds since the current sale opened.",
-                value=max(0.0, now - status["starts_ms"] / 1000),
+                value=max(0.0, now - status.starts_ms / 1000),
             )
         yield GaugeMetricFamily(
             "flashsale_sale_open", "1 while a sale is open now, else 0.", value=int(bool(status))

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from flashsale import inventory
 from flashsale.config import Settings
-from flashsale.engine import SaleService
-from flashsale.inventory import Inventory
-from flashsale.lifecycle import SaleKeeper
-from flashsale.records import Database
+from flashsale.sale.keeper import SaleKeeper
+from flashsale.sale.service import SaleService
+from flashsale.stores.inventory import Inventory, connect
+from flashsale.stores.records import Database
 
 
 def build_inventory(settings: Settings) -> Inventory:
-    client = inventory.connect(
+    client = connect(
         settings.redis_url,
         max_connections=settings.redis_max_connections,
         timeout=settings.redis_timeout,

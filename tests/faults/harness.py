@@ -23,7 +23,7 @@ from pathlib import Path
 import redis
 import requests
 
-from flashsale.inventory import keys_for
+from flashsale.stores.inventory.keys import keys_for
 from tests.support import children, flashsale, serving, sql
 
 # A client waits this long for an answer: a server that hangs shows up as a timeout, which the
@@ -239,7 +239,7 @@ def query(env: dict[str, str], statement: str, *args: object) -> list[tuple]:
 
 
 def wait_settled(env: dict[str, str], sale_id: str, timeout: float = 30) -> None:
-    """Until the drainer has moved every attempt and settled every purchase of the sale."""
+    """Until the sweeper has moved every attempt and settled every purchase of the sale."""
     client = redis.Redis.from_url(env["REDIS_URL"], socket_timeout=5)
     keys = keys_for(sale_id)
     deadline = time.monotonic() + timeout
@@ -259,7 +259,7 @@ def wait_settled(env: dict[str, str], sale_id: str, timeout: float = 30) -> None
 def sell_out(
     shoppers: Shoppers, env: dict[str, str], sale_id: str, items: int, rounds: int = 4
 ) -> None:
-    """Demand is still there: a purchase a fault left half-way is settled by the drainer after
+    """Demand is still there: a purchase a fault left half-way is settled by the sweeper after
     the pending grace, its item goes back to stock, and the crowd buys it. Until PostgreSQL
     holds every item (or `rounds` rounds went by)."""
     for _ in range(rounds):
@@ -271,11 +271,11 @@ def sell_out(
 
 
 def gunicorn_children(master: int) -> tuple[list[int], list[int]]:
-    """(web workers, drainer) processes the gunicorn master started."""
-    workers, drainers = [], []
+    """(web workers, sweeper) processes the gunicorn master started."""
+    workers, sweepers = [], []
     for pid, cmdline in children(master):
-        (drainers if " drain" in cmdline else workers).append(pid)
-    return sorted(workers), sorted(drainers)
+        (sweepers if " sweep" in cmdline else workers).append(pid)
+    return sorted(workers), sorted(sweepers)
 
 
 def alive(pid: int) -> bool:
@@ -348,7 +348,7 @@ def served_stack(
     FLUSHDB never touches it), with a sale open: yields (base URL, env, process). For module-scoped
     servers that many tests share."""
     from flashsale import devservers
-    from flashsale.migrate import migrate
+    from flashsale.stores.migrate import migrate
 
     name = devservers.unique_database_name()
     database = devservers.create_database(postgres_url, name)

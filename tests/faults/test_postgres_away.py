@@ -12,8 +12,8 @@ import requests
 from flashsale import devservers
 from flashsale.config import Settings
 from flashsale.domain import SaleError
-from flashsale.inventory import keys_for
-from flashsale.migrate import migrate
+from flashsale.stores.inventory.keys import keys_for
+from flashsale.stores.migrate import migrate
 from flashsale.wiring import build_service
 from tests.faults.conftest import ITEMS, USER_LIMIT
 from tests.faults.harness import Shoppers, check_sale, sale_id_of, sell_out

@@ -51,7 +51,7 @@ def test_redis_restart_with_aof(fault_env: dict[str, str], tmp_path: Path):
 
 
 def test_redis_restart_without_persistence(fault_env: dict[str, str], tmp_path: Path):
-    """Redis comes back empty: the drainer's sweep restores the sale from PostgreSQL (sold
+    """Redis comes back empty: the sweeper's sweep restores the sale from PostgreSQL (sold
     items stay sold, codes handed out but not bought answer `code_expired`, reservations only
     Redis knew go back to stock) and the sale still sells exactly N.
 

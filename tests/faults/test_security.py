@@ -13,7 +13,7 @@ from pathlib import Path
 import falcon.testing
 
 from flashsale import domain
-from flashsale.lifecycle import SaleKeeper
+from flashsale.sale.keeper import SaleKeeper
 
 ROOT = Path(__file__).resolve().parents[2]
 

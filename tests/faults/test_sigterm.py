@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg2
 import requests
 
-from flashsale import gunicorn_conf
+from flashsale.server import gunicorn_conf
 from tests.faults.conftest import USER_LIMIT
 from tests.faults.harness import Tally, check_sale, query, sale_id_of
 from tests.support import flashsale, serving
@@ -101,5 +101,5 @@ def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones(
         assert isinstance(answer, requests.Response), f"in-flight purchase lost: {answer}"
         assert answer.status_code == 200, answer.text
         tally.purchases.append((code, 200, answer.json()))
-    flashsale("sweep", env=env)  # the pod's drainer is gone with it: drain what it left
+    flashsale("sweep", env=env)  # the pod's sweeper is gone with it: drain what it left
     check_sale(env, sale_id, tally, sold=IN_FLIGHT, limit=USER_LIMIT)

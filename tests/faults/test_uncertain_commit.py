@@ -95,7 +95,7 @@ def test_a_purchase_with_an_unknown_outcome_is_left_pending_not_undone(
     fault_env: dict[str, str], tmp_path: Path
 ):
     """The client hears 503 (the service cannot know), Redis keeps the item sold and pending,
-    and the drainer confirms it against PostgreSQL after the grace. A retry with the same code
+    and the sweeper confirms it against PostgreSQL after the grace. A retry with the same code
     gets the purchase. Undoing it at once (the old behaviour) would free an item that
     PostgreSQL holds as sold: the audit would report it, and so does this test."""
     env = {**fault_env, "FLASHSALE_CHECKOUT_TTL": "60"}
@@ -118,7 +118,7 @@ def test_a_purchase_with_an_unknown_outcome_is_left_pending_not_undone(
             # ... and Redis still has it sold: not undone behind PostgreSQL's back.
             status = requests.get(f"{base}/sale/status", timeout=10).json()
             assert status["items_sold"] == 1, status
-            # The drainer settles it: PostgreSQL has the row, so it is confirmed.
+            # The sweeper settles it: PostgreSQL has the row, so it is confirmed.
             wait_settled(env, sale_id)
             assert requests.get(f"{base}/sale/status", timeout=10).json()["items_sold"] == 1
             # The buyer's retry gets the purchase.

@@ -14,9 +14,8 @@ import falcon.media
 import orjson
 
 from flashsale.domain import SaleError, rfc3339
-from flashsale.engine import SaleService
 from flashsale.metrics import REQUEST_DURATION, SaleCollector, render
-from flashsale.outbox import backlog
+from flashsale.sale.service import SaleService
 from flashsale.web import resources
 from flashsale.web.errors import handle_sale_error, handle_unexpected, serialize_http_error
 
@@ -142,7 +141,7 @@ def create_app(service: SaleService) -> falcon.App:
     client_address = resources.ClientAddress(settings.client_ip_header, settings.rate_per_ip > 0)
     collector = SaleCollector(
         service.snapshot,
-        lambda: backlog(service.inventory),
+        service.backlog,
         clock=service.clock,
         period=settings.period,
     )

@@ -9,7 +9,7 @@ import falcon
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from flashsale.domain import SaleError
-from flashsale.engine import SaleService
+from flashsale.sale.service import SaleService
 from flashsale.web.openapi import document
 
 

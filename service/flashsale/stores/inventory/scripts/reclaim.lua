@@ -1,8 +1,9 @@
--- sweep.lua: tidies reservations that expired, a bounded batch per call.
+-- reclaim.lua: returns reservations that expired to stock, a bounded batch per call.
+-- requires: item_state
 --
 -- Checkout already treats an expired reservation as free; this only resets the item's state
 -- so the items hash and the reserved set say what is true. Returns how many it returned.
-local items_key    = KEYS[1]  -- hash: item_id -> state
+local items_key    = KEYS[1]  -- hash: item_id -> state (item_state.lua)
 local reserved_key = KEYS[2]  -- zset: item_id scored by reservation expiry
 local codes_key    = KEYS[3]  -- hash: code -> claim (created by checkouts, without an expiry)
 local meta_key     = KEYS[4]  -- hash: expire_ms, when the sale's keys may go
@@ -13,9 +14,8 @@ local batch = tonumber(ARGV[2])
 local expired = redis.call('ZRANGEBYSCORE', reserved_key, '-inf', now, 'LIMIT', 0, batch)
 local returned = 0
 for _, item_id in ipairs(expired) do
-  local state = redis.call('HGET', items_key, item_id)
-  local until_ms = state and string.match(state, '^R (%d+) ')
-  if until_ms and tonumber(until_ms) <= now then
+  local kind, until_ms = parse_state(redis.call('HGET', items_key, item_id))
+  if kind == 'R' and until_ms <= now then
     redis.call('HSET', items_key, item_id, '-')
     returned = returned + 1
   end

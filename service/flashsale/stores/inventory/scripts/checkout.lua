@@ -1,11 +1,10 @@
 -- checkout.lua: decides one checkout and records the attempt, atomically.
+-- requires: token_bucket item_state
 --
--- Item states in the items hash:  "-" free | "R <expires_ms> <user> <code>" reserved |
--- "S <purchased_ms> <user> <code>" sold. A reservation whose expiry has passed is free:
--- correctness never waits for the sweeper.
+-- A reservation whose expiry has passed is free: correctness never waits for the sweeper.
 local meta_key     = KEYS[1]  -- hash: sale_id, starts_ms, ends_ms, total, limit, sold, expire_ms
-local items_key    = KEYS[2]  -- hash: item_id -> state (above); a missing field is not in the sale
-local codes_key    = KEYS[3]  -- hash: code -> "<item_id> <user_id> <expires_ms>"
+local items_key    = KEYS[2]  -- hash: item_id -> state (item_state.lua); no field: not in the sale
+local codes_key    = KEYS[3]  -- hash: code -> claim (item_state.lua)
 local reserved_key = KEYS[4]  -- zset: item_id scored by reservation expiry (for items_reserved)
 local user_key     = KEYS[5]  -- zset: this user's items scored by expiry, "inf" once bought
 local outbox_key   = KEYS[6]  -- stream: checkout attempts waiting to be drained into PostgreSQL
@@ -64,11 +63,11 @@ if tonumber(meta[6]) >= tonumber(meta[4]) then
   return answer('sold_out')
 end
 
-local kind, until_ms, holder, held_code = string.match(state, '^(%u) (%d+) (%S+) (%S+)$')
-local live = kind == 'R' and tonumber(until_ms) > now
+local kind, until_ms, holder, held_code = parse_state(state)
+local live = kind == 'R' and until_ms > now
 if live and holder == user_id then
   -- The same user asking again for an item they hold gets the same code; it counts once.
-  return answer('ok', held_code, tonumber(until_ms))
+  return answer('ok', held_code, until_ms)
 end
 
 -- Bought items score +inf, unexpired reservations score their expiry: both count.
@@ -82,8 +81,8 @@ end
 
 local expires = math.min(now + ttl, ends)
 local expires_text = tostring(expires)
-redis.call('HSET', items_key, item_id, 'R ' .. expires_text .. ' ' .. user_id .. ' ' .. fresh)
-redis.call('HSET', codes_key, fresh, item_id .. ' ' .. user_id .. ' ' .. expires_text)
+redis.call('HSET', items_key, item_id, format_state('R', expires_text, user_id, fresh))
+redis.call('HSET', codes_key, fresh, format_claim(item_id, user_id, expires_text))
 redis.call('ZADD', reserved_key, expires_text, item_id)
 redis.call('ZADD', user_key, expires_text, item_id)
 if held == 0 then

@@ -1,4 +1,6 @@
-"""The schedule of sales: open (or restore) a period's sale, sweep, settle and close.
+"""The jobs that keep sales: open a period's sale, and the sweep, whose steps are restore (a sale
+Redis lost), reclaim (expired reservations), settle (half-done purchases), drain (attempts into
+PostgreSQL) and close (an ended sale's final figures).
 
 Every step is idempotent, so a CronJob that runs twice, late, or next to another changes
 nothing the first run did not already decide.
@@ -12,15 +14,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from redis.exceptions import RedisError
-
 from flashsale import catalog, domain
 from flashsale.config import Settings
 from flashsale.domain import Sale
-from flashsale.inventory import Inventory, keys_for
 from flashsale.metrics import RECLAIMED
-from flashsale.outbox import drain_sale
-from flashsale.records import Database, DatabaseError
+from flashsale.sale.drain import drain_sale
+from flashsale.stores.inventory import Inventory, InventoryError
+from flashsale.stores.records import Database, DatabaseError
 
 log = logging.getLogger(__name__)
 
@@ -91,60 +91,23 @@ class SaleKeeper:
     def ensure_loaded(self, sale: Sale) -> bool:
         """Load the sale into Redis from PostgreSQL unless it is there: opening and restoring
         are the same step. Returns whether this call loaded it."""
-        keys = keys_for(sale.sale_id)
-        client = self.inventory.client
-        if client.exists(keys.meta):
+        if self.inventory.holds(sale.sale_id):
             return False
-        with client.lock(keys.load_lock, timeout=120, blocking_timeout=120):
-            if client.exists(keys.meta):
+        with self.inventory.exclusive(sale.sale_id, "load", ttl=120, wait=120) as held:
+            if held is None:
+                raise InventoryError(f"another loader kept sale {sale.sale_id} for 120 s")
+            if self.inventory.holds(sale.sale_id):
                 return False  # another loader finished while we waited
-            self._load(sale)
+            # Sold items stay sold (with their codes, so retries work); codes handed out but
+            # never bought answer `code_expired`; reservations only Redis knew become free.
+            self.inventory.load_sale(
+                sale,
+                self.database.purchases_of(sale.sale_id),
+                self.database.issued_claims(sale.sale_id),
+                expire_ms=sale.ends_ms + KEEP_AFTER_END_MS,
+            )
         log.info("sale loaded into redis", extra={"sale_id": sale.sale_id})
         return True
-
-    def _load(self, sale: Sale) -> None:
-        """Sold items stay sold (with their codes, so retries work); codes handed out but never
-        bought answer `code_expired`; reservations that only Redis knew become free again."""
-        keys = keys_for(sale.sale_id)
-        purchases = self.database.purchases_of(sale.sale_id)
-        claims = self.database.issued_claims(sale.sale_id)
-        client = self.inventory.client
-        client.delete(keys.items_staging, keys.codes_staging)
-
-        states = {str(position): "-" for position in range(1, sale.total_items + 1)}
-        codes = {code: f"{item} {user} 0" for code, (item, user) in claims.items()}
-        buyers: dict[str, list[str]] = {}
-        for p in purchases:
-            states[p.item_id] = f"S {p.purchased_ms} {p.user_id} {p.code}"
-            codes[p.code] = f"{p.item_id} {p.user_id} {p.purchased_ms}"
-            buyers.setdefault(p.user_id, []).append(p.item_id)
-
-        pipe = client.pipeline(transaction=False)
-        for batch in _chunks(list(states.items())):
-            pipe.hset(keys.items_staging, mapping=dict(batch))
-        for batch in _chunks(list(codes.items())):
-            pipe.hset(keys.codes_staging, mapping=dict(batch))
-        expire_ms = sale.ends_ms + KEEP_AFTER_END_MS
-        for user, items in buyers.items():
-            pipe.delete(keys.user(user))
-            pipe.zadd(keys.user(user), {item: "inf" for item in items})
-            pipe.pexpireat(keys.user(user), expire_ms)
-        pipe.execute()
-        self.inventory.register_outbox(sale.sale_id)
-        self.inventory.publish(
-            keys,
-            {
-                "sale_id": sale.sale_id,
-                "starts_ms": sale.starts_ms,
-                "ends_ms": sale.ends_ms,
-                "total": sale.total_items,
-                "limit": sale.user_limit,
-                "seed": sale.seed,
-                "sold": len(purchases),
-                "expire_ms": expire_ms,
-            },
-            expire_ms,
-        )
 
     def restore(self) -> list[str]:
         """Reload every sale PostgreSQL has that is open now (or pre-loaded) but Redis lost."""
@@ -163,15 +126,15 @@ class SaleKeeper:
         report = SweepReport(restored=self.restore())
         now_ms = int(self.clock() * 1000)
         for sale_id in sorted(self._outboxes(now_ms)):
-            report.reclaimed += self._reclaim(sale_id, now_ms, max_batches)
-            settled, reverted = self._settle_pending(sale_id, now_ms)
+            report.reclaimed += self.reclaim(sale_id, now_ms, max_batches)
+            settled, reverted = self.settle(sale_id, now_ms)
             report.settled += settled
             report.reverted += reverted
             report.drained += drain_sale(
                 self.inventory, self.database, sale_id, max_batches, wait=wait_for_drain
             )
             self._forget_if_finished(sale_id, now_ms)
-        report.closed = self._close_ended(now_ms)
+        report.closed = self.close_ended(now_ms)
         RECLAIMED.inc(report.reclaimed)
         return report
 
@@ -182,61 +145,52 @@ class SaleKeeper:
         recent = {domain.sale_id_at(now_ms / 1000 - back, period) for back in (0, period)}
         return self.inventory.registered_sales() | recent
 
-    def _reclaim(self, sale_id: str, now_ms: int, max_batches: int) -> int:
-        keys = keys_for(sale_id)
+    def reclaim(self, sale_id: str, now_ms: int, max_batches: int) -> int:
+        """Return expired reservations to stock. Checkout already takes an expired reservation
+        for free; this makes the items hash and the reserved count say so."""
         total = 0
         for _ in range(max_batches):
-            returned = self.inventory.sweep(keys, now_ms, _CHUNK)
+            returned = self.inventory.reclaim(sale_id, now_ms, _CHUNK)
             total += returned
             if returned < _CHUNK:
                 break
         return total
 
-    def _settle_pending(self, sale_id: str, now_ms: int) -> tuple[int, int]:
+    def settle(self, sale_id: str, now_ms: int) -> tuple[int, int]:
         """Purchases a crashed worker left between Redis and PostgreSQL: confirm what
-        PostgreSQL holds, revert the rest (no client ever heard 200 for those)."""
-        keys = keys_for(sale_id)
+        PostgreSQL holds, revert the rest (no client ever heard 200 for those).
+        Returns (confirmed, reverted)."""
         grace_ms = int(self.settings.pending_grace * 1000)
-        stale = self.inventory.client.zrangebyscore(keys.pending, "-inf", now_ms - grace_ms)
+        stale = self.inventory.pending_since(sale_id, now_ms - grace_ms)
         if not stale:
             return 0, 0
         stored = self.database.purchases_at(sale_id, stale)
         reverted = 0
         for code in stale:
             if code in stored:
-                self.inventory.confirm(keys, code)
+                self.inventory.confirm(sale_id, code)
             else:
                 # False when a second sweeper got there first: count only what we reverted.
-                reverted += self.inventory.revert(keys, code)
+                reverted += self.inventory.revert(sale_id, code)
         return len(stored), reverted
 
     def _forget_if_finished(self, sale_id: str, now_ms: int) -> None:
         window = domain.sale_window(sale_id)
         if window is None or window[1] * 1000 + OUTBOX_LINGER_MS > now_ms:
             return
-        keys = keys_for(sale_id)
-        client = self.inventory.client
-        if client.xlen(keys.outbox) == 0 and client.zcard(keys.pending) == 0:
-            client.delete(keys.outbox)
-            self.inventory.unregister_outbox(sale_id)
+        self.inventory.forget_outbox(sale_id)
 
-    def _close_ended(self, now_ms: int) -> list[str]:
+    def close_ended(self, now_ms: int) -> list[str]:
         """Record the final figures of sales that ended and have nothing left in flight."""
         closed = []
         for sale in self.database.sales_to_close(now_ms):
-            keys = keys_for(sale.sale_id)
-            client = self.inventory.client
-            if client.zcard(keys.pending) or client.xlen(keys.outbox):
-                continue  # settle first; the next sweep closes it
+            if self.inventory.in_flight(sale.sale_id):
+                continue  # settle and drain first; the next sweep closes it
             sold = self.database.close_sale(sale.sale_id)
             if sold is not None:  # None: a second sweeper closed it first
                 log.info("sale closed", extra={"sale_id": sale.sale_id, "items_sold": sold})
                 closed.append(sale.sale_id)
         return closed
-
-
-def _chunks(pairs: list, size: int = _CHUNK) -> list[list]:
-    return [pairs[i : i + size] for i in range(0, len(pairs), size)]
 
 
 def run_forever(
@@ -247,7 +201,7 @@ def run_forever(
         started = time.monotonic()
         try:
             step()
-        except (RedisError, DatabaseError) as error:
+        except (InventoryError, DatabaseError) as error:
             log.warning("%s: store unavailable: %s", name, error)
         except Exception:
             log.exception("%s failed", name)

@@ -1,4 +1,5 @@
-"""Checkout and purchase: the decisions run in Redis, the records land in PostgreSQL.
+"""The sale as the API sees it: checkout and purchase (the decisions run in Redis, the records
+land in PostgreSQL) and the reads.
 
 This layer knows the rules of the contract that span both stores (what to record when Redis
 is away, when a purchase may be acknowledged) and nothing about HTTP.
@@ -14,18 +15,16 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from flashsale import catalog, domain
 from flashsale.config import Settings
 from flashsale.domain import Purchase, Reservation, Sale, SaleError, printable
-from flashsale.inventory import Inventory, SaleKeys, keys_for
 from flashsale.metrics import CHECKOUTS, PURCHASES
-from flashsale.records import AttemptRow, Database, DatabaseError, surely_not_written
+from flashsale.stores.inventory import Inventory, InventoryError, SaleFigures
+from flashsale.stores.records import AttemptRow, Database, DatabaseError, surely_not_written
 
 log = logging.getLogger(__name__)
 
-_STORE_ERRORS = (RedisError, DatabaseError)
+_STORE_ERRORS = (InventoryError, DatabaseError)
 
 
 # Seconds a client is told to wait when no sale is open (see retry_after_no_sale).
@@ -85,10 +84,11 @@ class SaleService:
         if rate <= 0 or not client_ip:
             return
         now = self.now_ms()
-        keys = keys_for(self.current_sale_id(now))
         try:
-            wait = self.inventory.take_address_token(keys, client_ip, rate=rate, now_ms=now)
-        except RedisError:
+            wait = self.inventory.take_address_token(
+                self.current_sale_id(now), client_ip, rate=rate, now_ms=now
+            )
+        except InventoryError:
             return
         if wait > 0:
             raise SaleError("rate_limited", retry_after=_seconds(wait))
@@ -106,41 +106,43 @@ class SaleService:
 
     def _checkout(self, user_id: Any, item_id: Any, client_ip: str) -> Reservation:
         now = self.now_ms()
-        keys = keys_for(self.current_sale_id(now))
+        sale_id = self.current_sale_id(now)
         if not domain.valid_token(user_id) or not domain.valid_token(item_id):
             bad = "user_id" if not domain.valid_token(user_id) else "id"
-            self._record_elsewhere(keys, "invalid_request", now, user_id, item_id)
+            self._record_elsewhere(sale_id, "invalid_request", now, user_id, item_id)
             raise SaleError(
                 "invalid_request", f"`{bad}` must be 1-64 characters of A-Z a-z 0-9 _ . -"
             )
         try:
-            self._register_outbox(keys.sale_id)
-            outcome, code, expires, retry_ms, sale_id = self.inventory.checkout(
-                keys,
+            self._register_outbox(sale_id)
+            answer = self.inventory.checkout(
+                sale_id,
                 user_id,
                 item_id,
                 now_ms=now,
                 ttl_ms=self.settings.checkout_ttl * 1000,
-                fresh_code=domain.new_code(keys.sale_id),
+                fresh_code=domain.new_code(sale_id),
                 user_rate=self.settings.rate_per_user,
                 ip_rate=self.settings.rate_per_ip if client_ip else 0,
                 client_ip=client_ip,
-                expected=keys.sale_id in self._seen_open,
+                seen_open=sale_id in self._seen_open,
             )
-        except RedisError as error:  # expected in an outage: one line, no stack trace
+        except InventoryError as error:  # expected in an outage: one line, no stack trace
             log.warning("redis unreachable during checkout: %s", error)
             self._record_directly("unavailable", now, user_id, item_id)
             raise SaleError("unavailable") from None
-        if sale_id:
-            self._seen(sale_id)
-        if outcome == "ok":
-            return Reservation(code, sale_id, item_id, int(expires))
+        if answer.sale_id:
+            self._seen(answer.sale_id)
+        if answer.outcome == "ok":
+            return Reservation(answer.code, answer.sale_id, item_id, answer.expires_ms)
         retry_after = None
-        if outcome == "rate_limited":
-            retry_after = _seconds(int(retry_ms))
-        elif outcome == "no_active_sale":
-            retry_after = _seconds(int(retry_ms)) if retry_ms else self.retry_after_no_sale(now)
-        raise SaleError(outcome, retry_after=retry_after)
+        if answer.outcome == "rate_limited":
+            retry_after = _seconds(answer.retry_ms)
+        elif answer.outcome == "no_active_sale":
+            retry_after = (
+                _seconds(answer.retry_ms) if answer.retry_ms else self.retry_after_no_sale(now)
+            )
+        raise SaleError(answer.outcome, retry_after=retry_after)
 
     def _seen(self, sale_id: str) -> None:
         if sale_id not in self._seen_open:
@@ -155,14 +157,14 @@ class SaleService:
             self._registered.add(sale_id)
 
     def _record_elsewhere(
-        self, keys: SaleKeys, outcome: str, now: int, user_id: Any, item_id: Any
+        self, sale_id: str, outcome: str, now: int, user_id: Any, item_id: Any
     ) -> None:
         """Record an attempt that checkout.lua did not see: via the outbox, or else directly."""
         user, item = printable(user_id), printable(item_id)
         try:
-            self._register_outbox(keys.sale_id)
-            self.inventory.record_attempt(keys, outcome, now_ms=now, user_id=user, item_id=item)
-        except RedisError:
+            self._register_outbox(sale_id)
+            self.inventory.record_attempt(sale_id, outcome, now_ms=now, user_id=user, item_id=item)
+        except InventoryError:
             self._record_directly(outcome, now, user, item)
 
     def _record_directly(self, outcome: str, now: int, user_id: Any, item_id: Any) -> None:
@@ -210,40 +212,36 @@ class SaleService:
         sale_id = domain.sale_of_code(code)
         if sale_id is None:
             raise SaleError("code_not_found")
-        keys = keys_for(sale_id)
         now = self.now_ms()
         try:
             answer = self.inventory.purchase(
-                keys,
+                sale_id,
                 code,
                 now_ms=now,
                 user_rate=self.settings.rate_per_user,
                 ip_rate=self.settings.rate_per_ip if client_ip else 0,
                 client_ip=client_ip,
             )
-        except RedisError as error:
+        except InventoryError as error:
             log.warning("redis unreachable during purchase: %s", error)
             raise SaleError("unavailable") from None
-        kind = answer[0]
-        if kind == "sale_missing":
+        if answer.kind == "sale_missing":
             return self._purchase_from_records(code, sale_id, now)
-        if kind == "rate_limited":
-            raise SaleError(kind, retry_after=_seconds(int(answer[1])))
-        if kind in ("code_not_found", "code_expired"):
-            raise SaleError(kind)
-        _, item_id, user_id, at_ms, _ = answer
-        return self._make_durable(
-            keys, Purchase(sale_id, item_id, user_id, code, int(at_ms)), sold_now=kind == "sold"
-        )
+        if answer.kind == "rate_limited":
+            raise SaleError(answer.kind, retry_after=_seconds(answer.retry_ms))
+        if answer.kind in ("code_not_found", "code_expired"):
+            raise SaleError(answer.kind)
+        purchase = Purchase(sale_id, answer.item_id, answer.user_id, code, answer.at_ms)
+        return self._make_durable(purchase, sold_now=answer.kind == "sold")
 
-    def _make_durable(self, keys: SaleKeys, purchase: Purchase, *, sold_now: bool) -> Purchase:
+    def _make_durable(self, purchase: Purchase, *, sold_now: bool) -> Purchase:
         """Answer 200 only once PostgreSQL holds the purchase; otherwise undo what Redis did."""
         try:
             stored = self.database.save_purchase(purchase)
         except DatabaseError as error:
             if sold_now and surely_not_written(error):
                 log.warning("purchase not stored, reverting %s: %s", purchase.code, error)
-                self._revert(keys, purchase.code)
+                self._revert(purchase.sale_id, purchase.code)
             elif sold_now:
                 # It may have committed: reverting could free an item PostgreSQL holds as sold.
                 # It stays pending; the sweeper settles it against PostgreSQL after the grace.
@@ -256,18 +254,18 @@ class SaleService:
                 purchase.sale_id,
                 purchase.item_id,
             )
-            with contextlib.suppress(RedisError):  # else the audit reports it
-                self.inventory.adopt(keys, purchase.code, stored)
+            with contextlib.suppress(InventoryError):  # else the audit reports it
+                self.inventory.adopt(purchase.sale_id, purchase.code, stored)
             raise SaleError("code_expired")
         # If this fails the purchase stays pending; the sweeper confirms it against PostgreSQL.
-        with contextlib.suppress(RedisError):
-            self.inventory.confirm(keys, purchase.code)
+        with contextlib.suppress(InventoryError):
+            self.inventory.confirm(purchase.sale_id, purchase.code)
         return stored
 
-    def _revert(self, keys: SaleKeys, code: str) -> None:
+    def _revert(self, sale_id: str, code: str) -> None:
         try:
-            self.inventory.revert(keys, code)
-        except RedisError as error:
+            self.inventory.revert(sale_id, code)
+        except InventoryError as error:
             log.warning("revert of %s left to the sweeper: %s", code, error)
 
     def _purchase_from_records(self, code: str, sale_id: str, now: int) -> Purchase:
@@ -288,17 +286,16 @@ class SaleService:
 
     # --- reads ------------------------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any] | None:
+    def snapshot(self) -> SaleFigures | None:
         """The open sale's figures straight from Redis (None when no sale is open)."""
         now = self.now_ms()
         try:
-            snapshot = self.inventory.status(keys_for(self.current_sale_id(now)), now)
-        except RedisError:
+            figures = self.inventory.figures(self.current_sale_id(now), now)
+        except InventoryError:
             raise SaleError("unavailable") from None
-        if snapshot is None or not snapshot["starts_ms"] <= now < snapshot["ends_ms"]:
+        if figures is None or not figures.starts_ms <= now < figures.ends_ms:
             return None
-        snapshot["remaining"] = snapshot["total"] - snapshot["sold"]
-        return snapshot
+        return figures
 
     def status(self, client_ip: str = "") -> dict[str, Any]:
         self.admit(client_ip)
@@ -306,13 +303,13 @@ class SaleService:
         if snapshot is None:
             raise SaleError("no_active_sale", retry_after=self.retry_after_no_sale(self.now_ms()))
         return {
-            "sale_id": snapshot["sale_id"],
-            "starts_at": domain.rfc3339(snapshot["starts_ms"]),
-            "ends_at": domain.rfc3339(snapshot["ends_ms"]),
-            "total_items": snapshot["total"],
-            "items_sold": snapshot["sold"],
-            "items_reserved": snapshot["reserved"],
-            "remaining_items": snapshot["remaining"],
+            "sale_id": snapshot.sale_id,
+            "starts_at": domain.rfc3339(snapshot.starts_ms),
+            "ends_at": domain.rfc3339(snapshot.ends_ms),
+            "total_items": snapshot.total,
+            "items_sold": snapshot.sold,
+            "items_reserved": snapshot.reserved,
+            "remaining_items": snapshot.remaining,
         }
 
     def sale(self, sale_id: str) -> Sale | None:
@@ -321,18 +318,7 @@ class SaleService:
         if cached is not None:
             return cached
         try:
-            meta = self.inventory.meta(keys_for(sale_id))
-            if meta:
-                sale = Sale(
-                    sale_id,
-                    int(meta["starts_ms"]) // 1000,
-                    int(meta["ends_ms"]) // 1000,
-                    int(meta["total"]),
-                    int(meta["limit"]),
-                    meta["seed"],
-                )
-            else:
-                sale = self.database.get_sale(sale_id)
+            sale = self.inventory.sale(sale_id) or self.database.get_sale(sale_id)
         except _STORE_ERRORS:
             raise SaleError("unavailable") from None
         if sale is not None:
@@ -381,12 +367,12 @@ class SaleService:
             raise SaleError("item_not_found")
         return catalog.render_svg(sale.seed, item_id)
 
+    def backlog(self) -> int:
+        """Checkout attempts in Redis not yet in PostgreSQL (for the metrics)."""
+        return self.inventory.backlog()
+
     def ready(self) -> dict[str, bool]:
-        checks = {}
-        try:
-            checks["redis"] = bool(self.inventory.client.ping())
-        except RedisError:
-            checks["redis"] = False
+        checks = {"redis": self.inventory.ping()}
         try:
             self.database.ping()
             checks["postgres"] = True

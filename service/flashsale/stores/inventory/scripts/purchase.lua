@@ -1,11 +1,12 @@
 -- purchase.lua: turns an unexpired reservation into a sale, atomically.
+-- requires: token_bucket item_state
 --
 -- The sold item is also put in the pending set until PostgreSQL holds the purchase: the web
 -- request confirms it (ZREM) after its INSERT, or undoes it with revert.lua when the INSERT
 -- fails; the sweeper settles what a crashed worker left behind.
 local meta_key     = KEYS[1]  -- hash: sale_id, ends_ms, sold, ...
-local items_key    = KEYS[2]  -- hash: item_id -> "-" | "R <expires_ms> <user> <code>" | "S <at_ms> <user> <code>"
-local codes_key    = KEYS[3]  -- hash: code -> "<item_id> <user_id> <expires_ms>"
+local items_key    = KEYS[2]  -- hash: item_id -> state (item_state.lua)
+local codes_key    = KEYS[3]  -- hash: code -> claim (item_state.lua)
 local reserved_key = KEYS[4]  -- zset: item_id scored by reservation expiry
 local pending_key  = KEYS[5]  -- zset: code scored by the ms it was sold, until PostgreSQL has it
 local ip_bucket    = KEYS[6]  -- string: token bucket of this client address
@@ -32,7 +33,7 @@ if not claim then
   end
   return {'code_not_found'}
 end
-local item_id, user_id, expires = string.match(claim, '^(%S+) (%S+) (%d+)$')
+local item_id, user_id = parse_claim(claim)
 
 local wait = take_token(bucket_prefix .. user_id, user_rate, now)
 if wait == 0 then
@@ -42,18 +43,17 @@ if wait > 0 then
   return {'rate_limited', wait}
 end
 
-local state = redis.call('HGET', items_key, item_id) or '-'
-local kind, at_ms, holder, held_code = string.match(state, '^(%u) (%d+) (%S+) (%S+)$')
+local kind, at_ms, _, held_code = parse_state(redis.call('HGET', items_key, item_id))
 if kind == 'S' and held_code == code then
   -- A retry of a purchase that went through: the same purchase again.
-  return {'repeat', item_id, user_id, tonumber(at_ms), sale_id}
+  return {'repeat', item_id, user_id, at_ms, sale_id}
 end
 local ends = tonumber(redis.call('HGET', meta_key, 'ends_ms'))
-if kind ~= 'R' or held_code ~= code or tonumber(at_ms) <= now or now >= ends then
+if kind ~= 'R' or held_code ~= code or at_ms <= now or now >= ends then
   return {'code_expired'}
 end
 
-redis.call('HSET', items_key, item_id, 'S ' .. now .. ' ' .. user_id .. ' ' .. code)
+redis.call('HSET', items_key, item_id, format_state('S', now, user_id, code))
 redis.call('ZREM', reserved_key, item_id)
 redis.call('ZADD', user_prefix .. user_id, 'inf', item_id)
 redis.call('HINCRBY', meta_key, 'sold', 1)

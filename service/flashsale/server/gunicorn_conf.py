@@ -1,17 +1,13 @@
 """gunicorn settings for `flashsale serve`: gevent workers, bounded requests, graceful stops,
-Prometheus multiprocess housekeeping, and the pod's outbox drainer as a child of the master."""
+Prometheus multiprocess housekeeping, and the pod's sweeper as a child of the master."""
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import os
 import shutil
 import signal
 import socket
-import sys
-import threading
-import time
 import weakref
 from pathlib import Path
 
@@ -19,6 +15,7 @@ import orjson
 from gunicorn import util
 
 from flashsale.config import Settings
+from flashsale.server.sweeper import Sweeper
 from flashsale.web.errors import error_body
 
 _settings = Settings.from_env()
@@ -40,7 +37,7 @@ proc_name = "flashsale"
 # gunicorn 27 opens a control socket under $HOME; a read-only container root has no room.
 control_socket_disable = True
 
-_drainer: dict[str, int | bool] = {}
+_sweeper = Sweeper(_settings.sweep_interval)
 
 
 def on_starting(server) -> None:
@@ -126,51 +123,9 @@ def post_request(worker, req, environ, resp) -> None:
 
 
 def when_ready(server) -> None:
-    """One drainer per pod moves checkout attempts into PostgreSQL within about a second.
-    It runs beside the workers, not inside them, so it costs them no throughput."""
-    if not _settings.sweeper:
-        return
-
-    def keep_running() -> None:
-        argv = [sys.executable, "-m", "flashsale", "drain"]
-        while not _drainer.get("stopping"):
-            # posix_spawn, not fork: this thread runs in a master that forks workers, and a
-            # forked child of a threaded process can hang before it execs (it did, here).
-            pid = os.posix_spawn(sys.executable, argv, os.environ, file_actions=_close_inherited())
-            _drainer["pid"] = pid
-            while _running(pid):
-                time.sleep(0.5)
-            if not _drainer.get("stopping"):
-                server.log.warning("drainer %s exited; starting another", pid)
-                time.sleep(1.0)
-
-    threading.Thread(target=keep_running, name="drainer-watch", daemon=True).start()
-
-
-def _close_inherited() -> list[tuple[int, int]]:
-    """The drainer must not hold the master's listening socket (a stopping master closes it,
-    and new connections must then be refused): close every descriptor but stdio in the child."""
-    descriptors = (int(name) for name in os.listdir("/proc/self/fd"))
-    return [(os.POSIX_SPAWN_CLOSE, fd) for fd in descriptors if fd > 2]
-
-
-def _running(pid: int) -> bool:
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return False  # the master's SIGCHLD handling reaped it first
-    return done == 0
+    if _settings.sweeper:
+        _sweeper.start(server.log.warning)
 
 
 def on_exit(server) -> None:
-    _drainer["stopping"] = True
-    pid = _drainer.get("pid")
-    if not pid or not _running(pid):
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while _running(pid):
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            break
-        time.sleep(0.1)
+    _sweeper.stop()

@@ -9,8 +9,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from flashsale.domain import Sale
-from flashsale.inventory import Inventory, keys_for
-from flashsale.records import Database
+from flashsale.stores.inventory import Inventory
+from flashsale.stores.records import Database
 
 
 @dataclass
@@ -48,8 +48,6 @@ def audit_sale(
     as pending rather than as a mismatch; pending_window_ms, if given, for the purchases (a
     crashed worker's are settled only after the pending grace)."""
     report = AuditReport(sale)
-    keys = keys_for(sale.sale_id)
-    client = inventory.client
     purchases = {p.item_id: p for p in database.purchases_of(sale.sale_id)}
     per_user = Counter(p.user_id for p in purchases.values())
     report.facts.append(
@@ -64,8 +62,8 @@ def audit_sale(
             report.mismatches.append(f"user {user} bought {count} > limit {sale.user_limit}")
 
     # The outbox before PostgreSQL: an attempt drained in between is then found in the latter.
-    outbox = client.xrange(keys.outbox)
-    in_outbox = {fields.get("c") for _, fields in outbox if fields.get("o") == "ok"}
+    outbox = inventory.read_outbox(sale.sale_id)
+    in_outbox = {entry.code for entry in outbox if entry.outcome == "ok"}
     issued = database.issued_claims(sale.sale_id)
     for p in purchases.values():
         if p.code in issued:
@@ -75,12 +73,12 @@ def audit_sale(
         else:
             report.mismatches.append(f"purchase of item {p.item_id} has no ok checkout attempt")
 
-    meta = inventory.meta(keys)
-    if not meta:
+    figures = inventory.figures(sale.sale_id, now_ms)
+    if figures is None:
         report.facts.append("Redis: the sale is no longer held (expired or lost); PostgreSQL only")
         return report
 
-    stale = [eid for eid, fields in outbox if int(fields["t"]) < now_ms - window_ms]
+    stale = [entry for entry in outbox if entry.created_ms < now_ms - window_ms]
     if stale:
         report.mismatches.append(
             f"{len(stale)} checkout attempts older than the drain window "
@@ -91,16 +89,15 @@ def audit_sale(
             f"{len(outbox) - len(stale)} recent checkout attempts not drained yet"
         )
 
-    pending = dict(client.zrange(keys.pending, 0, -1, withscores=True))
-    sold_in_redis: dict[str, tuple[str, str]] = {}
-    for item_id, state in client.hscan_iter(keys.items, count=1000):
-        if state.startswith("S "):
-            _, _, user, code = state.split(" ")
-            sold_in_redis[item_id] = (user, code)
-    report.facts.append(f"Redis: {len(sold_in_redis)} items sold, counter says {meta['sold']}")
-    if int(meta["sold"]) != len(sold_in_redis):
+    pending = inventory.pending(sale.sale_id)
+    sold_in_redis = {
+        item_id: (state.user_id, state.code)
+        for item_id, state in inventory.sold_items(sale.sale_id).items()
+    }
+    report.facts.append(f"Redis: {len(sold_in_redis)} items sold, counter says {figures.sold}")
+    if figures.sold != len(sold_in_redis):
         report.mismatches.append(
-            f"Redis sold counter {meta['sold']} != {len(sold_in_redis)} sold items"
+            f"Redis sold counter {figures.sold} != {len(sold_in_redis)} sold items"
         )
 
     for item_id, (user, code) in sold_in_redis.items():
@@ -117,11 +114,11 @@ def audit_sale(
         if sold_in_redis.get(item_id, (None, None))[1] != p.code:
             report.mismatches.append(f"item {item_id} bought in PostgreSQL but not sold in Redis")
     for user, count in per_user.items():
-        held = client.zcount(keys.user(user), "inf", "inf")
+        held = inventory.bought_by(sale.sale_id, user)
         if held != count:
             report.mismatches.append(f"user {user}: {held} bought in Redis, {count} in PostgreSQL")
 
-    codes = set(client.hkeys(keys.codes))
+    codes = inventory.issued_codes(sale.sale_id)
     missing = codes - set(issued) - in_outbox
     if missing:
         report.mismatches.append(f"{len(missing)} codes handed out have no checkout attempt row")

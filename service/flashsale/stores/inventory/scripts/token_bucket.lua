@@ -1,4 +1,4 @@
--- token_bucket.lua: a library, prepended by the loader to the scripts that rate-limit.
+-- token_bucket.lua: a library, prepended by the loader to the scripts that name it.
 --
 -- take_token(key, rate, now) spends one token from the bucket stored at `key` (a string
 -- "<tokens> <last refill ms>", two commands a call). The bucket holds one second's worth of

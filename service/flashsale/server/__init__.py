@@ -1,0 +1,1 @@
+"""What `flashsale serve` runs: gunicorn's configuration and the pod's sweeper child."""

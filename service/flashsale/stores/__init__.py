@@ -1,0 +1,1 @@
+"""The stores: Redis holds the live sale (`inventory`), PostgreSQL the records (`records`)."""

@@ -1,0 +1,47 @@
+"""The encoding of an item's state and of a code's claim in Redis, in Python.
+
+`scripts/item_state.lua` is the same encoding in Lua; the two are the only places that know it.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+FREE = "-"
+RESERVED = "R"
+SOLD = "S"
+
+
+class ItemState(NamedTuple):
+    """An item as the items hash holds it: `kind` is FREE, RESERVED (until `at_ms`) or SOLD
+    (at `at_ms`) to `user_id` under `code`."""
+
+    kind: str
+    at_ms: int = 0
+    user_id: str = ""
+    code: str = ""
+
+    def encode(self) -> str:
+        if self.kind == FREE:
+            return FREE
+        return f"{self.kind} {self.at_ms} {self.user_id} {self.code}"
+
+    @classmethod
+    def decode(cls, text: str | None) -> ItemState:
+        if not text or text == FREE:
+            return cls(FREE)
+        kind, at_ms, user_id, code = text.split(" ")
+        return cls(kind, int(at_ms), user_id, code)
+
+
+class Claim(NamedTuple):
+    """What the codes hash holds for a code: its item, its user, and when it expires (for a
+    purchase restored from PostgreSQL, when it was bought; 0 for a code that can no longer be
+    bought)."""
+
+    item_id: str
+    user_id: str
+    expires_ms: int
+
+    def encode(self) -> str:
+        return f"{self.item_id} {self.user_id} {self.expires_ms}"
