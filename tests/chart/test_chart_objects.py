@@ -507,6 +507,36 @@ def test_ingress_routes_to_the_service(render: RenderFn) -> None:
     assert "host" not in ingress["spec"]["rules"][1]  # an empty host matches every host
 
 
+def test_prod_trusts_the_client_address_header_only_behind_its_ingress(render: RenderFn) -> None:
+    """values-prod.yaml sets X-Forwarded-For as the client address together with an ingress-nginx
+    Ingress that limits connections and requests per client, and a NetworkPolicy that admits
+    nothing but the ingress controller's (and monitoring's) namespace to the pods."""
+    rendered = render([CHART / "values-prod.yaml"])
+    assert rendered.one("ConfigMap")["data"]["FLASHSALE_CLIENT_IP_HEADER"] == "X-Forwarded-For"
+    ingress = rendered.one("Ingress")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    annotations = ingress["metadata"]["annotations"]
+    for name in ("proxy-request-buffering", "limit-connections", "limit-rps"):
+        assert f"nginx.ingress.kubernetes.io/{name}" in annotations, name
+    assert annotations["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "on"
+    sources = rendered.one("NetworkPolicy")["spec"]["ingress"][0]["from"]
+    namespaces = {
+        s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for s in sources
+    }
+    assert namespaces == {"ingress-nginx", "monitoring"}
+
+
+def test_documented_upstream_keepalive_is_shorter_than_the_pods() -> None:
+    """An ingress must close an idle upstream connection before the pod does, or it may send a
+    request on a connection the pod is closing."""
+    prod = (CHART / "values-prod.yaml").read_text()
+    [upstream] = re.findall(r'upstream-keepalive-timeout: "(\d+)"', prod)
+    gunicorn = (ROOT / "service" / "flashsale" / "gunicorn_conf.py").read_text()
+    [pod] = re.findall(r"^keepalive = (\d+)", gunicorn, re.M)
+    assert int(upstream) < int(pod)
+    assert f"gunicorn: {pod} s" in prod
+
+
 def test_networkpolicy_admits_only_the_http_port_and_allows_dns_when_egress_is_restricted(
     render: RenderFn,
 ) -> None:
