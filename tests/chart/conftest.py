@@ -6,6 +6,7 @@ tests skip on a developer's machine and FAIL in CI (CI is set), so CI never pass
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -74,6 +75,47 @@ class Render:
         found = [o for o in self.of(kind) if o["metadata"]["name"] == name]
         assert found, f"no {kind} named {name} in the render"
         return found[0]
+
+    def data(self, kind: str, name: str) -> dict[str, str]:
+        """A ConfigMap's data, or a Secret's data and stringData, as the kubelet reads them."""
+        obj = self.named(kind, name)
+        if kind == "ConfigMap":
+            return dict(obj.get("data") or {})
+        data = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+        return {**data, **(obj.get("stringData") or {})}
+
+    def environment(
+        self, container: dict[str, Any], outside: dict[str, dict[str, str]] | None = None
+    ) -> dict[str, str]:
+        """The container's environment as the kubelet builds it: envFrom, then env (env wins),
+        references resolved against the render. `outside` stands in for Secrets made outside
+        the chart ({name: {key: value}}); a reference to anything else fails the test."""
+        outside = outside or {}
+
+        def lookup(kind: str, name: str) -> dict[str, str]:
+            if kind == "Secret" and name in outside:
+                return outside[name]
+            return self.data(kind, name)
+
+        env: dict[str, str] = {}
+        for source in container.get("envFrom", []):
+            for kind, key in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
+                if key in source:
+                    prefix = source.get("prefix", "")
+                    found = lookup(kind, source[key]["name"])
+                    env.update({prefix + k: v for k, v in found.items()})
+        for var in container.get("env", []):
+            if "value" in var:
+                env[var["name"]] = var["value"]
+                continue
+            ref = var["valueFrom"]
+            kind, key = (
+                ("Secret", "secretKeyRef")
+                if "secretKeyRef" in ref
+                else ("ConfigMap", "configMapKeyRef")
+            )
+            env[var["name"]] = lookup(kind, ref[key]["name"])[ref[key]["key"]]
+        return env
 
 
 def run_helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

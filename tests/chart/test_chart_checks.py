@@ -96,9 +96,23 @@ def test_yamllint_values_renders_and_dev_files(render: RenderFn, tmp_path: Path)
     [
         (["config.items=0"], "/config/items"),
         (["config.logLevel=LOUD"], "/config/logLevel"),
-        (["opener.concurrencyPolicy=Sometimes"], "/opener/concurrencyPolicy"),
-        (["sweeper.schedule=every minute"], "/sweeper/schedule"),
-        (["sweeper.startingDeadlineSeconds=5"], "/sweeper/startingDeadlineSeconds"),
+        (["config.redisShards=0"], "/config/redisShards"),
+        (["config.sweepInterval=0.01"], "/config/sweepInterval"),
+        (["config.sweeper=sometimes"], "/config/sweeper"),
+        (["config.publicUrl=flashsale.example.com"], "/config/publicUrl"),
+        (["config.clientIpHeader=X Forwarded For"], "/config/clientIpHeader"),
+        (["auth.mode=oauth"], "/auth/mode"),
+        (["auth.header="], "/auth/header"),
+        (["waitingRoom.admitRate=0"], "/waitingRoom/admitRate"),
+        (["waitingRoom.existingSecret=Not_A_Name"], "/waitingRoom/existingSecret"),
+        (["cronJobs.opener.concurrencyPolicy=Sometimes"], "/cronJobs/opener/concurrencyPolicy"),
+        (["cronJobs.preload.schedule=59"], "/cronJobs/preload/schedule"),
+        (["cronJobs.sweeper.schedule=every minute"], "/cronJobs/sweeper/schedule"),
+        (["cronJobs.sweeper.startingDeadlineSeconds=5"], "/sweeper/startingDeadlineSeconds"),
+        (["cronJobs.preload.resources.requests.cpu=lots"], "/cronJobs/preload/resources"),
+        (["cronJobs.housekeeping.enabled=true"], "housekeeping"),
+        (["resources.limits.memory=much"], "/resources/limits/memory"),
+        (["extraEnv[0].value=x"], "/extraEnv/0"),
         (["connections.redisUrl="], "/connections/redisUrl"),
         (["connections.databaseUrl=mysql://x/y"], "/connections/databaseUrl"),
         (["ingres.enabled=true"], "ingres"),
@@ -109,7 +123,29 @@ def test_yamllint_values_renders_and_dev_files(render: RenderFn, tmp_path: Path)
 def test_schema_refuses_bad_values(helm: str, sets: list[str], complaint: str) -> None:
     proc = run_helm(helm, *template_args(sets=sets), check=False)
     assert proc.returncode != 0, f"{sets} was accepted"
+    assert "schema" in proc.stderr and complaint in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("sets", "complaint"),
+    [
+        (["auth.mode=jwt"], "auth.mode=jwt needs auth.jwt.key"),
+        (["waitingRoom.enabled=true"], "waitingRoom.enabled needs waitingRoom.passKey"),
+    ],
+)
+def test_a_needed_secret_given_neither_way_fails_the_render_saying_what_to_set(
+    helm: str, sets: list[str], complaint: str
+) -> None:
+    proc = run_helm(helm, *template_args(sets=sets), check=False)
+    assert proc.returncode != 0, f"{sets} was accepted"
     assert complaint in proc.stderr, proc.stderr
+
+
+def test_schema_takes_a_sentinel_url(render: RenderFn) -> None:
+    """REDIS_URL may name Sentinels (redis+sentinel://), as the service supports."""
+    url = "redis+sentinel://sentinel-0:26379/mymaster"
+    secret = render(sets=[f"connections.redisUrl={url}"]).named("Secret", "flashsale")
+    assert secret["stringData"]["REDIS_URL"] == url
 
 
 def test_existing_secret_needs_no_urls(render: RenderFn) -> None:

@@ -3,15 +3,19 @@ renders rather than trusted to the templates."""
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from flashsale.config import Settings
 from tests.chart import values_table
 from tests.chart.conftest import CHART, RELEASE, ROOT, VALUES_SETS, Render, RenderFn, run_helm
 
@@ -46,6 +50,10 @@ def defaults(render: RenderFn) -> Render:
 
 def full(render: RenderFn) -> Render:
     return render([CHART / "ci" / "full-values.yaml"])
+
+
+def identity(render: RenderFn) -> Render:
+    return render([CHART / "ci" / "identity-values.yaml"])
 
 
 def values() -> dict[str, Any]:
@@ -139,6 +147,170 @@ def test_config_changes_roll_the_web_pods(render: RenderFn) -> None:
     assert after["annotations"]["checksum/config"] != before["checksum/config"]
 
 
+# --- the service's configuration -----------------------------------------------------------------
+
+# Read by config.py but meaningless in a pod: `flashsale dev`'s state and servers, its bind host.
+DEV_ONLY = {"FLASHSALE_STATE_DIR", "FLASHSALE_DEVSERVERS", "HOST"}
+# Set from the release itself, not from values.
+FROM_THE_RELEASE = {"FLASHSALE_RELEASE", "FLASHSALE_NAMESPACE"}
+# Settings the chart's defaults deliberately set apart from config.py's own defaults.
+CHART_OWN_DEFAULTS = {"redis_url", "database_url", "web_concurrency", "metrics_dir", "namespace"}
+
+
+def config_py_variables() -> set[str]:
+    """The environment variables Settings.from_env reads: env.get("X") and _int(env, "X", ...)."""
+    tree = ast.parse((ROOT / "service" / "flashsale" / "config.py").read_text())
+    [from_env] = [
+        n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "from_env"
+    ]
+    names = set()
+    for call in ast.walk(from_env):
+        if not isinstance(call, ast.Call) or not call.args:
+            continue
+        args = call.args
+        if isinstance(call.func, ast.Attribute) and call.func.attr == "get":
+            name = args[0]
+        elif isinstance(call.func, ast.Name) and len(args) > 1:
+            name = args[1]
+        else:
+            continue
+        if isinstance(name, ast.Constant) and isinstance(name.value, str):
+            names.add(name.value)
+    return names
+
+
+def flashsale_containers(rendered: Render) -> list[dict[str, Any]]:
+    return [
+        c
+        for obj in workloads(rendered)
+        for c in pod_spec(obj)["containers"]
+        if c.get("command") == ["flashsale"]
+    ]
+
+
+def environment_of(rendered: Render, container: dict[str, Any]) -> dict[str, str]:
+    """The container's environment; Secrets made outside the chart are stood in for by
+    placeholders ("from-<secret>-<key>")."""
+    made = {s["metadata"]["name"] for s in rendered.of("Secret")}
+    outside: dict[str, dict[str, str]] = {}
+    for var in container.get("env", []):
+        ref = var.get("valueFrom", {}).get("secretKeyRef")
+        if ref and ref["name"] not in made:
+            outside.setdefault(ref["name"], {})[ref["key"]] = f"from-{ref['name']}-{ref['key']}"
+    return rendered.environment(container, outside)
+
+
+def settings_of(rendered: Render, container: dict[str, Any]) -> Settings:
+    """What config.py makes of the container's environment."""
+    return Settings.from_env(environment_of(rendered, container))
+
+
+def test_every_setting_of_config_py_that_a_pod_uses_is_set_by_the_chart(render: RenderFn) -> None:
+    wanted = config_py_variables() - DEV_ONLY
+    assert {"FLASHSALE_ITEMS", "FLASHSALE_JWT_KEY", "WEB_CONCURRENCY"} <= wanted  # the parse works
+    assert all(re.fullmatch(r"[A-Z][A-Z0-9_]+", v) for v in wanted), wanted
+    rendered = identity(render)  # the secret ones appear only when their feature is on
+    for container in flashsale_containers(rendered):
+        set_here = set(environment_of(rendered, container))
+        assert wanted - set_here == set(), container["name"]
+    # ...and each is a value of values.yaml with a `# --` description naming it.
+    text = "\n".join(values_table.descriptions((CHART / "values.yaml").read_text()).values())
+    undocumented = {v for v in wanted - FROM_THE_RELEASE if not re.search(rf"\b{v}\b", text)}
+    assert undocumented == set()
+
+
+@pytest.mark.parametrize("name", VALUES_SETS)
+def test_every_pods_environment_is_one_the_service_accepts(render: RenderFn, name: str) -> None:
+    rendered = render(VALUES_SETS[name])
+    containers = flashsale_containers(rendered)
+    assert containers
+    for container in containers:
+        settings_of(rendered, container)  # raises ConfigError on anything config.py refuses
+
+
+def test_the_charts_defaults_are_the_services_defaults(render: RenderFn) -> None:
+    """values.yaml says what config.py would do anyway, but where the chart chooses otherwise."""
+    rendered = defaults(render)
+    for container in flashsale_containers(rendered):
+        settings = settings_of(rendered, container)
+        differ = {
+            f.name
+            for f in dataclasses.fields(Settings)
+            if getattr(settings, f.name) != getattr(Settings(), f.name)
+        }
+        assert differ == CHART_OWN_DEFAULTS, container["name"]
+
+
+def test_identity_waiting_room_and_shards_reach_the_service(render: RenderFn) -> None:
+    rendered = identity(render)
+    [web] = pod_spec(rendered.one("Deployment", "web"))["containers"]
+    settings = settings_of(rendered, web)
+    assert settings.auth == "jwt"
+    assert settings.jwt_key.startswith("-----BEGIN PUBLIC KEY-----\n")  # a PEM keeps its lines
+    assert (settings.jwt_audience, settings.jwt_issuer) == ("flashsale", "https://id.example.com/")
+    assert settings.waiting_room is True
+    assert settings.pass_key == "from-shop-flashsale-pass-pass-key"
+    assert (settings.admit_rate, settings.queue_opens_before, settings.pass_ttl) == (250, 600, 300)
+    assert (settings.redis_cluster, settings.redis_shards) == (True, 4)
+    assert settings.public_url == "https://flashsale.example.com"
+    assert (settings.max_inflight, settings.access_log) == (200, False)
+
+
+def test_jwt_and_pass_keys_come_from_secrets_never_from_the_configmap(render: RenderFn) -> None:
+    rendered = identity(render)
+    configmap = rendered.one("ConfigMap")["data"]
+    assert not {"FLASHSALE_JWT_KEY", "FLASHSALE_PASS_KEY"} & set(configmap)
+    own = rendered.named("Secret", rendered.one("Deployment")["metadata"]["name"])
+    assert "FLASHSALE_JWT_KEY" in own["stringData"]  # given inline: the chart's own Secret
+    assert "FLASHSALE_PASS_KEY" not in own["stringData"]  # from the existing Secret
+    for container in flashsale_containers(rendered):
+        refs = {e["name"]: e["valueFrom"] for e in container["env"] if "valueFrom" in e}
+        assert "secretKeyRef" in refs["FLASHSALE_JWT_KEY"]
+        assert refs["FLASHSALE_PASS_KEY"]["secretKeyRef"] == {
+            "name": "shop-flashsale-pass",
+            "key": "pass-key",
+        }
+    # The other way round: the JWT key from an existing Secret, the pass key given inline.
+    swapped = render(
+        [CHART / "ci" / "identity-values.yaml"],
+        sets=[
+            "auth.jwt.existingSecret=shop-jwt",
+            "auth.jwt.existingSecretKey=public.pem",
+            "waitingRoom.existingSecret=",
+            "waitingRoom.passKey=0123456789abcdef",
+        ],
+    )
+    own = swapped.named("Secret", swapped.one("Deployment")["metadata"]["name"])["stringData"]
+    assert own["FLASHSALE_PASS_KEY"] == "0123456789abcdef" and "FLASHSALE_JWT_KEY" not in own
+    [web] = pod_spec(swapped.one("Deployment"))["containers"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in web["env"] if "valueFrom" in e}
+    assert refs["FLASHSALE_JWT_KEY"] == {"name": "shop-jwt", "key": "public.pem"}
+    # With identity and the waiting room off, neither key reaches a pod at all.
+    for container in flashsale_containers(defaults(render)):
+        names = {e["name"] for e in container["env"]}
+        assert not {"FLASHSALE_JWT_KEY", "FLASHSALE_PASS_KEY"} & names
+
+
+def test_switches_render_as_on_and_off(render: RenderFn) -> None:
+    rendered = render(sets=["config.sweeper=false", "config.redisCluster=true"])
+    data = rendered.one("ConfigMap")["data"]
+    assert (data["FLASHSALE_SWEEPER"], data["FLASHSALE_REDIS_CLUSTER"]) == ("off", "on")
+    [web] = pod_spec(rendered.one("Deployment"))["containers"]
+    settings = settings_of(rendered, web)
+    assert (settings.sweeper, settings.redis_cluster) == (False, True)
+
+
+def test_large_integers_render_as_integers(render: RenderFn, tmp_path: Path) -> None:
+    """A values file's 1000000 is a float to Helm, printed 1e+06 unless the chart says int."""
+    big = tmp_path / "big-values.yaml"
+    big.write_text("config:\n  items: 1000000\n  pgStatementTimeoutMs: 3600000\n")
+    data = render([big]).one("ConfigMap")["data"]
+    assert (data["FLASHSALE_ITEMS"], data["FLASHSALE_PG_STATEMENT_TIMEOUT_MS"]) == (
+        "1000000",
+        "3600000",
+    )
+
+
 # --- CronJobs and the migration hook ---------------------------------------------------------
 
 
@@ -166,21 +338,52 @@ def test_cronjobs(render: RenderFn, component: str, schedule: str, args: list[st
     assert len(cronjob["metadata"]["name"]) <= 52  # the Jobs it makes get an 11-character suffix
 
 
-def test_schedules_and_history_limits_come_from_values(render: RenderFn) -> None:
-    rendered = render(
-        sets=[
-            "sweeper.schedule=*/2 * * * *",
-            "sweeper.successfulJobsHistoryLimit=7",
-            "opener.startingDeadlineSeconds=123",
-            "opener.suspend=true",
-        ]
-    )
-    sweeper, opener = rendered.one("CronJob", "sweeper"), rendered.one("CronJob", "opener")
-    assert sweeper["spec"]["schedule"] == "*/2 * * * *"
-    assert sweeper["spec"]["successfulJobsHistoryLimit"] == 7
-    assert opener["spec"]["startingDeadlineSeconds"] == 123
-    assert opener["spec"]["suspend"] is True
-    assert rendered.one("CronJob", "preload")["spec"]["suspend"] is True
+# Each CronJob's own settings and where the render puts them.
+CRONJOB_KNOBS = {
+    "schedule": ("*/7 * * * *", ("spec", "schedule")),
+    "timeZone": ("Europe/Zurich", ("spec", "timeZone")),
+    "concurrencyPolicy": ("Replace", ("spec", "concurrencyPolicy")),
+    "startingDeadlineSeconds": (123, ("spec", "startingDeadlineSeconds")),
+    "successfulJobsHistoryLimit": (7, ("spec", "successfulJobsHistoryLimit")),
+    "failedJobsHistoryLimit": (8, ("spec", "failedJobsHistoryLimit")),
+    "suspend": (True, ("spec", "suspend")),
+    "backoffLimit": (5, ("spec", "jobTemplate", "spec", "backoffLimit")),
+    "activeDeadlineSeconds": (99, ("spec", "jobTemplate", "spec", "activeDeadlineSeconds")),
+}
+
+
+def _at(obj: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        obj = obj[key]
+    return obj
+
+
+@pytest.mark.parametrize("component", ["opener", "preload", "sweeper"])
+def test_each_cronjob_owns_all_of_its_settings(render: RenderFn, component: str) -> None:
+    """Every knob of cronJobs.<component> reaches that CronJob, and only that one."""
+    sets = [f"cronJobs.{component}.{knob}={value}" for knob, (value, _) in CRONJOB_KNOBS.items()]
+    sets.append(f"cronJobs.{component}.resources.requests.cpu=321m")
+    rendered = render(sets=sets)
+    others = {"opener", "preload", "sweeper"} - {component}
+    before = defaults(render)
+    for knob, (value, path) in CRONJOB_KNOBS.items():
+        assert _at(rendered.one("CronJob", component), path) == value, knob
+        for other in others:
+            assert _at(rendered.one("CronJob", other), path) == _at(
+                before.one("CronJob", other), path
+            ), (knob, other)
+    [container] = pod_spec(rendered.one("CronJob", component))["containers"]
+    assert container["resources"]["requests"]["cpu"] == "321m"
+    for other in others:
+        [container] = pod_spec(rendered.one("CronJob", other))["containers"]
+        assert container["resources"]["requests"]["cpu"] != "321m"
+
+
+def test_cronjobs_switch_off_one_by_one(render: RenderFn) -> None:
+    rendered = render(sets=["cronJobs.preload.enabled=false"])
+    labels = [o["metadata"]["labels"] for o in rendered.of("CronJob")]
+    components = {label["app.kubernetes.io/component"] for label in labels}
+    assert components == {"opener", "sweeper"}
 
 
 def test_migration_is_a_pre_install_and_pre_upgrade_hook_that_needs_nothing_of_the_release(
@@ -208,6 +411,20 @@ def test_migration_is_a_pre_install_and_pre_upgrade_hook_that_needs_nothing_of_t
     # ...but it runs with the same settings the ConfigMap gives everyone else.
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     assert rendered.one("ConfigMap")["data"].items() <= env.items()
+
+
+def test_migration_hook_gets_the_secrets_the_configuration_needs(render: RenderFn) -> None:
+    """The hook runs the release's whole configuration, so it gets the JWT key too: from its own
+    copy of the chart's Secret when given inline, from the existing Secret otherwise."""
+    rendered = identity(render)
+    hook_secret = rendered.one("Secret", "migrate")
+    [main_secret] = [s for s in rendered.of("Secret") if "annotations" not in s["metadata"]]
+    assert hook_secret["stringData"] == main_secret["stringData"]
+    [container] = pod_spec(rendered.one("Job", "migrate"))["containers"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    hook = hook_secret["metadata"]["name"]
+    assert refs["FLASHSALE_JWT_KEY"] == {"name": hook, "key": "FLASHSALE_JWT_KEY"}
+    assert refs["FLASHSALE_PASS_KEY"] == {"name": "shop-flashsale-pass", "key": "pass-key"}
 
 
 def test_existing_secret_is_used_everywhere_and_no_secret_is_made(render: RenderFn) -> None:
@@ -288,6 +505,36 @@ def test_ingress_routes_to_the_service(render: RenderFn) -> None:
         b == {"name": service["metadata"]["name"], "port": {"name": "http"}} for b in backends
     )
     assert "host" not in ingress["spec"]["rules"][1]  # an empty host matches every host
+
+
+def test_prod_trusts_the_client_address_header_only_behind_its_ingress(render: RenderFn) -> None:
+    """values-prod.yaml sets X-Forwarded-For as the client address together with an ingress-nginx
+    Ingress that limits connections and requests per client, and a NetworkPolicy that admits
+    nothing but the ingress controller's (and monitoring's) namespace to the pods."""
+    rendered = render([CHART / "values-prod.yaml"])
+    assert rendered.one("ConfigMap")["data"]["FLASHSALE_CLIENT_IP_HEADER"] == "X-Forwarded-For"
+    ingress = rendered.one("Ingress")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    annotations = ingress["metadata"]["annotations"]
+    for name in ("proxy-request-buffering", "limit-connections", "limit-rps"):
+        assert f"nginx.ingress.kubernetes.io/{name}" in annotations, name
+    assert annotations["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "on"
+    sources = rendered.one("NetworkPolicy")["spec"]["ingress"][0]["from"]
+    namespaces = {
+        s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for s in sources
+    }
+    assert namespaces == {"ingress-nginx", "monitoring"}
+
+
+def test_documented_upstream_keepalive_is_shorter_than_the_pods() -> None:
+    """An ingress must close an idle upstream connection before the pod does, or it may send a
+    request on a connection the pod is closing."""
+    prod = (CHART / "values-prod.yaml").read_text()
+    [upstream] = re.findall(r'upstream-keepalive-timeout: "(\d+)"', prod)
+    gunicorn = (ROOT / "service" / "flashsale" / "gunicorn_conf.py").read_text()
+    [pod] = re.findall(r"^keepalive = (\d+)", gunicorn, re.M)
+    assert int(upstream) < int(pod)
+    assert f"gunicorn: {pod} s" in prod
 
 
 def test_networkpolicy_admits_only_the_http_port_and_allows_dns_when_egress_is_restricted(
@@ -373,6 +620,32 @@ def test_notes_render_for_install(helm: str) -> None:
         str(CHART / "values-prod.yaml"),
     ).stdout.split("NOTES:", 1)[1]
     assert "https://flashsale.example.com/" in prod and "WARNING" not in prod
+
+
+def test_notes_say_expired_reservations_are_free_at_once_and_warn_when_nothing_sweeps(
+    helm: str,
+) -> None:
+    def notes(*sets: str) -> str:
+        args = ["install", RELEASE, str(CHART), "-n", "shop", "--dry-run=client"]
+        for item in sets:
+            args += ["--set", item]
+        return run_helm(helm, *args).stdout.split("NOTES:", 1)[1]
+
+    default = notes()
+    assert "free to the next checkout at once" in default
+    assert "only when" not in default and "sweeper" not in default.lower()
+    assert "WARNING: neither" not in notes("cronJobs.sweeper.enabled=false")
+    assert "WARNING: neither" not in notes("config.sweeper=false")
+    assert "WARNING: neither" in notes("config.sweeper=false", "cronJobs.sweeper.enabled=false")
+
+
+def test_named_templates_hold_no_object_bodies() -> None:
+    """Objects live in their own templates; _helpers.tpl holds names and labels only."""
+    for path in (CHART / "templates").glob("_*.tpl"):
+        assert not re.search(r"^\s*(apiVersion|kind):", path.read_text(), re.M), path.name
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text()
+    defined = set(re.findall(r'define "flashsale\.(\w+)"', helpers))
+    assert all(re.search(r"(?i)name|label|chart|image", d) for d in defined), defined
 
 
 # --- documentation and the files around the chart ------------------------------------------------

@@ -18,7 +18,6 @@ ordering by Helm need a real cluster (k8s-dev/stack.sh e2e).
 
 from __future__ import annotations
 
-import base64
 import copy
 import os
 import signal
@@ -58,37 +57,6 @@ class Kubelet:
         self.workdir = workdir
         self.bin = Path(sys.executable).parent
 
-    # --- what the API server and kubelet would resolve ---
-
-    def _data(self, kind: str, name: str) -> dict[str, str]:
-        obj = self.rendered.named(kind, name)
-        if kind == "ConfigMap":
-            return dict(obj.get("data") or {})
-        data = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
-        return {**data, **(obj.get("stringData") or {})}
-
-    def environment(self, container: dict[str, Any]) -> dict[str, str]:
-        env: dict[str, str] = {}
-        for source in container.get("envFrom", []):  # env wins over envFrom, as in Kubernetes
-            for kind, key in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
-                if key in source:
-                    prefix = source.get("prefix", "")
-                    env.update(
-                        {prefix + k: v for k, v in self._data(kind, source[key]["name"]).items()}
-                    )
-        for var in container.get("env", []):
-            if "value" in var:
-                env[var["name"]] = var["value"]
-                continue
-            ref = var["valueFrom"]
-            kind, key = (
-                ("Secret", "secretKeyRef")
-                if "secretKeyRef" in ref
-                else ("ConfigMap", "configMapKeyRef")
-            )
-            env[var["name"]] = self._data(kind, ref[key]["name"])[ref[key]["key"]]
-        return env
-
     def _mounts(self, pod: dict[str, Any], container: dict[str, Any]) -> dict[str, Path]:
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
         mounts = {}
@@ -113,7 +81,8 @@ class Kubelet:
         self, pod: dict[str, Any], container: dict[str, Any]
     ) -> tuple[list[str], dict[str, str]]:
         mounts = self._mounts(pod, container)
-        env = {k: self._localize(v, mounts) for k, v in self.environment(container).items()}
+        environment = self.rendered.environment(container)
+        env = {k: self._localize(v, mounts) for k, v in environment.items()}
         base = {"PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}", "LANG": "C.UTF-8"}
         if "/tmp" in mounts:
             base["TMPDIR"] = str(mounts["/tmp"])

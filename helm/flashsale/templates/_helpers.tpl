@@ -1,5 +1,6 @@
 {{/*
-Names and labels shared by every template. Each object of the chart is
+Names and labels, and nothing else (object bodies live in their own templates; the service's
+configuration in _config.tpl, pod snippets in _pod.tpl). Each object of the chart is
 "<fullname>" or "<fullname>-<component>", and carries the standard labels plus
 app.kubernetes.io/component so that selectors never mix web pods with job pods.
 */}}
@@ -84,166 +85,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* The Secret that holds REDIS_URL and DATABASE_URL: existingSecret, or the one this chart makes. */}}
+{{/*
+The chart's own Secret: it holds what values.yaml gives inline (the connection URLs, the JWT key,
+the pass key); whatever an existingSecret provides is read from that Secret instead.
+*/}}
 {{- define "flashsale.secretName" -}}
-{{- default (include "flashsale.fullname" .) .Values.connections.existingSecret }}
+{{- include "flashsale.fullname" . }}
 {{- end }}
 
-{{/*
-The sale settings as environment variables: the single source for the ConfigMap (web pods,
-CronJobs) and for the migration hook, which runs before that ConfigMap exists.
-*/}}
-{{- define "flashsale.configData" -}}
-{{- $c := .Values.config -}}
-PORT: {{ .Values.containerPort | quote }}
-FLASHSALE_ITEMS: {{ $c.items | quote }}
-FLASHSALE_PERIOD: {{ $c.period | quote }}
-FLASHSALE_USER_LIMIT: {{ $c.userLimit | quote }}
-FLASHSALE_CHECKOUT_TTL: {{ $c.checkoutTtl | quote }}
-FLASHSALE_RATE_PER_USER: {{ $c.ratePerUser | quote }}
-FLASHSALE_RATE_PER_IP: {{ $c.ratePerIp | quote }}
-FLASHSALE_CLIENT_IP_HEADER: {{ $c.clientIpHeader | quote }}
-WEB_CONCURRENCY: {{ $c.webConcurrency | quote }}
-FLASHSALE_SWEEP_INTERVAL: {{ $c.sweepInterval | quote }}
-FLASHSALE_PRELOAD_SECONDS: {{ $c.preloadSeconds | quote }}
-LOG_LEVEL: {{ $c.logLevel | quote }}
-FLASHSALE_REDIS_TIMEOUT: {{ $c.redisTimeout | quote }}
-FLASHSALE_PG_CONNECT_TIMEOUT: {{ $c.pgConnectTimeout | quote }}
-FLASHSALE_PG_STATEMENT_TIMEOUT_MS: {{ $c.pgStatementTimeoutMs | quote }}
-{{- end }}
-
-{{/* REDIS_URL and DATABASE_URL from a Secret; call with (dict "root" $ "secret" "<name>"). */}}
-{{- define "flashsale.connectionEnv" -}}
-- name: REDIS_URL
-  valueFrom:
-    secretKeyRef:
-      name: {{ .secret }}
-      key: {{ .root.Values.connections.redisUrlKey }}
-- name: DATABASE_URL
-  valueFrom:
-    secretKeyRef:
-      name: {{ .secret }}
-      key: {{ .root.Values.connections.databaseUrlKey }}
-{{- end }}
-
-{{/* Environment of every flashsale container but the migration hook's (see hooks/). */}}
-{{- define "flashsale.env" -}}
-env:
-  {{- include "flashsale.connectionEnv" (dict "root" . "secret" (include "flashsale.secretName" .)) | nindent 2 }}
-  - name: PROMETHEUS_MULTIPROC_DIR
-    value: {{ .Values.metrics.multiprocDir | quote }}
-  {{- with .Values.extraEnv }}
-  {{- toYaml . | nindent 2 }}
-  {{- end }}
-envFrom:
-  - configMapRef:
-      name: {{ include "flashsale.fullname" . }}
-{{- end }}
-
-{{/*
-The writable paths of a read-only root filesystem: /tmp (gunicorn's heartbeat files) and the
-Prometheus multiprocess directory, both emptyDirs, so they start empty with every pod.
-*/}}
-{{- define "flashsale.volumeMounts" -}}
-- name: tmp
-  mountPath: /tmp
-- name: metrics
-  mountPath: {{ .Values.metrics.multiprocDir }}
-{{- end }}
-
-{{- define "flashsale.volumes" -}}
-- name: tmp
-  emptyDir:
-    sizeLimit: {{ .Values.tmpSizeLimit }}
-- name: metrics
-  emptyDir:
-    sizeLimit: {{ .Values.tmpSizeLimit }}
-{{- end }}
-
-{{/* Pod-level settings shared by the web pods and every job pod. */}}
-{{- define "flashsale.podSpecCommon" -}}
-{{- with .Values.image.pullSecrets }}
-imagePullSecrets:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- with .Values.podSecurityContext }}
-securityContext:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- with .Values.priorityClassName }}
-priorityClassName: {{ . }}
-{{- end }}
-{{- with .Values.nodeSelector }}
-nodeSelector:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- with .Values.tolerations }}
-tolerations:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- end }}
-
-{{/*
-A CronJob running one `flashsale` subcommand. Call with
-(dict "root" $ "component" "opener" "job" .Values.opener "args" (list "open-sale" "--next")).
-*/}}
-{{- define "flashsale.cronJob" -}}
-{{- $root := .root -}}
-{{- $job := .job -}}
-apiVersion: batch/v1
-kind: CronJob
-metadata:
-  name: {{ include "flashsale.componentName" (dict "root" $root "component" .component) }}
-  labels:
-    {{- include "flashsale.componentLabels" (dict "root" $root "component" .component) | nindent 4 }}
-spec:
-  schedule: {{ .schedule | default $job.schedule | quote }}
-  {{- with $job.timeZone }}
-  timeZone: {{ . | quote }}
-  {{- end }}
-  concurrencyPolicy: {{ $job.concurrencyPolicy }}
-  startingDeadlineSeconds: {{ $job.startingDeadlineSeconds }}
-  successfulJobsHistoryLimit: {{ $job.successfulJobsHistoryLimit }}
-  failedJobsHistoryLimit: {{ $job.failedJobsHistoryLimit }}
-  suspend: {{ $job.suspend }}
-  jobTemplate:
-    metadata:
-      labels:
-        {{- include "flashsale.componentLabels" (dict "root" $root "component" .component) | nindent 8 }}
-    spec:
-      backoffLimit: {{ $job.backoffLimit }}
-      activeDeadlineSeconds: {{ $job.activeDeadlineSeconds }}
-      template:
-        metadata:
-          labels:
-            {{- include "flashsale.componentLabels" (dict "root" $root "component" .component) | nindent 12 }}
-          {{- with $root.Values.podAnnotations }}
-          annotations:
-            {{- toYaml . | nindent 12 }}
-          {{- end }}
-        spec:
-          restartPolicy: Never
-          serviceAccountName: {{ include "flashsale.serviceAccountName" $root }}
-          automountServiceAccountToken: {{ $root.Values.serviceAccount.automountToken }}
-          {{- with include "flashsale.podSpecCommon" $root | trim }}
-          {{- . | nindent 10 }}
-          {{- end }}
-          containers:
-            - name: {{ .component }}
-              image: {{ include "flashsale.image" $root | quote }}
-              imagePullPolicy: {{ $root.Values.image.pullPolicy }}
-              command: ["flashsale"]
-              args:
-                {{- toYaml .args | nindent 16 }}
-              {{- include "flashsale.env" $root | nindent 14 }}
-              {{- with $root.Values.securityContext }}
-              securityContext:
-                {{- toYaml . | nindent 16 }}
-              {{- end }}
-              resources:
-                {{- toYaml $job.resources | nindent 16 }}
-              volumeMounts:
-                {{- include "flashsale.volumeMounts" $root | nindent 16 }}
-          volumes:
-            {{- include "flashsale.volumes" $root | nindent 12 }}
+{{/* The migration hook's short-lived copy of the chart's own Secret (see hooks/). */}}
+{{- define "flashsale.hookSecretName" -}}
+{{- include "flashsale.componentName" (dict "root" . "component" "migrate") }}
 {{- end }}
