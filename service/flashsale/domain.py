@@ -13,6 +13,10 @@ from functools import lru_cache
 # the earliest wins. The Lua scripts decide in the same order.
 ERRORS: dict[str, tuple[int, str]] = {
     "invalid_request": (400, "A parameter is missing or malformed."),
+    "unauthenticated": (401, "This request carries no valid identity."),
+    "forbidden": (403, "That belongs to another user."),
+    "not_admitted": (403, "No valid waiting-room pass for this user and sale; join the queue."),
+    "overloaded": (503, "The service is busier than it can answer in time; retry shortly."),
     "rate_limited": (429, "Too many requests; slow down and retry after the given delay."),
     "no_active_sale": (503, "No sale is open right now."),
     "item_not_found": (404, "That item is not part of the current sale."),

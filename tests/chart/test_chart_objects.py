@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from flashsale.config import Settings
+from flashsale.server import gunicorn_conf
 from tests.chart import values_table
 from tests.chart.conftest import CHART, RELEASE, ROOT, VALUES_SETS, Render, RenderFn, run_helm
 
@@ -531,9 +532,8 @@ def test_documented_upstream_keepalive_is_shorter_than_the_pods() -> None:
     request on a connection the pod is closing."""
     prod = (CHART / "values-prod.yaml").read_text()
     [upstream] = re.findall(r'upstream-keepalive-timeout: "(\d+)"', prod)
-    gunicorn = (ROOT / "service" / "flashsale" / "gunicorn_conf.py").read_text()
-    [pod] = re.findall(r"^keepalive = (\d+)", gunicorn, re.M)
-    assert int(upstream) < int(pod)
+    pod = gunicorn_conf.keepalive
+    assert int(upstream) < pod
     assert f"gunicorn: {pod} s" in prod
 
 

@@ -57,6 +57,10 @@ def _by_status(*codes: str) -> dict[str, dict[str, Any]]:
 # The error codes each operation can answer, in the contract's precedence order.
 CHECKOUT_ERRORS = (
     "invalid_request",
+    "unauthenticated",
+    "forbidden",
+    "not_admitted",
+    "overloaded",
     "rate_limited",
     "no_active_sale",
     "item_not_found",
@@ -67,6 +71,9 @@ CHECKOUT_ERRORS = (
 )
 PURCHASE_ERRORS = (
     "invalid_request",
+    "unauthenticated",
+    "forbidden",
+    "overloaded",
     "rate_limited",
     "code_not_found",
     "code_expired",
