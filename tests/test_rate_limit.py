@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from flashsale.config import Settings
+from flashsale.domain import Caller
 from flashsale.wiring import build_service
 from tests.faults.harness import query, served_stack, wait_settled
 
@@ -211,6 +212,7 @@ def test_reads_pass_when_the_limiter_cannot_reach_redis(service_env: dict[str, s
     service = build_service(Settings.from_env(env))
     try:
         for _ in range(3):
-            service.admit("192.0.2.1")  # raises SaleError("rate_limited") if it limited
+            # Raises SaleError("rate_limited") if it limited.
+            service.admit(Caller(address="192.0.2.1"))
     finally:
         service.database.close()

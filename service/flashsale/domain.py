@@ -132,6 +132,21 @@ def parse_rfc3339(text: str) -> float:
 
 
 @dataclass(frozen=True)
+class Caller:
+    """Who makes a request, as the HTTP layer saw it. The service applies the contract's rules to
+    it, in the error table's order (an unauthenticated caller is refused after a malformed
+    parameter, before any rate limit)."""
+
+    address: str = ""  # client address for the per-address limits; "" when they are off
+    user: str | None = None  # the authenticated user, when FLASHSALE_AUTH is on
+    unauthenticated: bool = False  # identity is on and the request carried none, or a bad one
+    admission_pass: str | None = None  # the waiting room's pass (X-Flashsale-Pass)
+
+
+ANONYMOUS = Caller()
+
+
+@dataclass(frozen=True)
 class Sale:
     sale_id: str
     starts_at: int  # epoch seconds

@@ -17,7 +17,7 @@ from typing import Any
 
 from flashsale import catalog, domain
 from flashsale.config import Settings
-from flashsale.domain import Purchase, Reservation, Sale, SaleError, printable
+from flashsale.domain import ANONYMOUS, Caller, Purchase, Reservation, Sale, SaleError, printable
 from flashsale.metrics import CHECKOUTS, PURCHASES
 from flashsale.stores.inventory import Inventory, InventoryError, SaleFigures
 from flashsale.stores.records import AttemptRow, Database, DatabaseError, surely_not_written
@@ -75,18 +75,18 @@ class SaleService:
 
     # --- the per-address limit of the reads --------------------------------------------------
 
-    def admit(self, client_ip: str) -> None:
+    def admit(self, caller: Caller) -> None:
         """Spend a token of the client address's bucket for a read that does work (the status,
         the item pages); checkout and purchase spend from the same bucket inside their scripts.
         With Redis away the read passes: the limiter must not fail reads that do not need
         Redis."""
         rate = self.settings.rate_per_ip
-        if rate <= 0 or not client_ip:
+        if rate <= 0 or not caller.address:
             return
         now = self.now_ms()
         try:
             wait = self.inventory.take_address_token(
-                self.current_sale_id(now), client_ip, rate=rate, now_ms=now
+                self.current_sale_id(now), caller.address, rate=rate, now_ms=now
             )
         except InventoryError:
             return
@@ -95,16 +95,16 @@ class SaleService:
 
     # --- checkout ---------------------------------------------------------------------------
 
-    def checkout(self, user_id: Any, item_id: Any, client_ip: str = "") -> Reservation:
+    def checkout(self, user_id: Any, item_id: Any, caller: Caller = ANONYMOUS) -> Reservation:
         try:
-            reservation = self._checkout(user_id, item_id, client_ip)
+            reservation = self._checkout(user_id, item_id, caller)
         except SaleError as error:
             self._checkout_outcomes[error.code].inc()
             raise
         self._checkout_outcomes["ok"].inc()
         return reservation
 
-    def _checkout(self, user_id: Any, item_id: Any, client_ip: str) -> Reservation:
+    def _checkout(self, user_id: Any, item_id: Any, caller: Caller) -> Reservation:
         now = self.now_ms()
         sale_id = self.current_sale_id(now)
         if not domain.valid_token(user_id) or not domain.valid_token(item_id):
@@ -123,8 +123,8 @@ class SaleService:
                 ttl_ms=self.settings.checkout_ttl * 1000,
                 fresh_code=domain.new_code(sale_id),
                 user_rate=self.settings.rate_per_user,
-                ip_rate=self.settings.rate_per_ip if client_ip else 0,
-                client_ip=client_ip,
+                ip_rate=self.settings.rate_per_ip if caller.address else 0,
+                client_ip=caller.address,
                 seen_open=sale_id in self._seen_open,
             )
         except InventoryError as error:  # expected in an outage: one line, no stack trace
@@ -197,16 +197,16 @@ class SaleService:
 
     # --- purchase ---------------------------------------------------------------------------
 
-    def purchase(self, code: Any, client_ip: str = "") -> Purchase:
+    def purchase(self, code: Any, caller: Caller = ANONYMOUS) -> Purchase:
         try:
-            purchase = self._purchase(code, client_ip)
+            purchase = self._purchase(code, caller)
         except SaleError as error:
             self._purchase_outcomes[error.code].inc()
             raise
         self._purchase_outcomes["ok"].inc()
         return purchase
 
-    def _purchase(self, code: Any, client_ip: str) -> Purchase:
+    def _purchase(self, code: Any, caller: Caller) -> Purchase:
         if not domain.valid_code(code):
             raise SaleError("invalid_request", "`code` must be a checkout code")
         sale_id = domain.sale_of_code(code)
@@ -219,8 +219,8 @@ class SaleService:
                 code,
                 now_ms=now,
                 user_rate=self.settings.rate_per_user,
-                ip_rate=self.settings.rate_per_ip if client_ip else 0,
-                client_ip=client_ip,
+                ip_rate=self.settings.rate_per_ip if caller.address else 0,
+                client_ip=caller.address,
             )
         except InventoryError as error:
             log.warning("redis unreachable during purchase: %s", error)
@@ -297,8 +297,8 @@ class SaleService:
             return None
         return figures
 
-    def status(self, client_ip: str = "") -> dict[str, Any]:
-        self.admit(client_ip)
+    def status(self, caller: Caller = ANONYMOUS) -> dict[str, Any]:
+        self.admit(caller)
         snapshot = self.snapshot()
         if snapshot is None:
             raise SaleError("no_active_sale", retry_after=self.retry_after_no_sale(self.now_ms()))
@@ -337,14 +337,16 @@ class SaleService:
             raise SaleError("no_active_sale", retry_after=self.retry_after_no_sale(now))
         return sale
 
-    def items_page(self, limit: int, cursor: str | None, client_ip: str = "") -> dict[str, Any]:
+    def items_page(
+        self, limit: int, cursor: str | None, caller: Caller = ANONYMOUS
+    ) -> dict[str, Any]:
         """Items in position order; the cursor is the next position, bound to its sale. The
         address's token is spent after the parameters are checked: `invalid_request` (of an
         open sale's cursor) comes before `rate_limited`, which comes before `no_active_sale`."""
         try:
             sale = self.current_sale()
         except SaleError:
-            self.admit(client_ip)
+            self.admit(caller)
             raise
         start = 1
         if cursor:
@@ -352,7 +354,7 @@ class SaleService:
             if owner != sale.sale_id or not position.isdigit() or int(position) < 1:
                 raise SaleError("invalid_request", "`cursor` does not belong to the current sale")
             start = int(position)
-        self.admit(client_ip)
+        self.admit(caller)
         stop = start + limit
         items = [
             {"id": item_id, "name": name, "image_url": path}

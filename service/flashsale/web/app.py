@@ -17,6 +17,7 @@ from flashsale.domain import SaleError, rfc3339
 from flashsale.metrics import REQUEST_DURATION, SaleCollector, render
 from flashsale.sale.service import SaleService
 from flashsale.web import resources
+from flashsale.web.callers import Callers
 from flashsale.web.errors import handle_sale_error, handle_unexpected, serialize_http_error
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -138,7 +139,7 @@ def create_app(service: SaleService) -> falcon.App:
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json
 
-    client_address = resources.ClientAddress(settings.client_ip_header, settings.rate_per_ip > 0)
+    callers = Callers(settings)
     collector = SaleCollector(
         service.snapshot,
         service.backlog,
@@ -146,10 +147,10 @@ def create_app(service: SaleService) -> falcon.App:
         period=settings.period,
     )
 
-    app.add_route("/checkout", resources.Checkout(service, client_address))
-    app.add_route("/purchase", resources.Purchase(service, client_address))
-    app.add_route("/sale/status", resources.SaleStatus(service, client_address))
-    app.add_route("/sale/items", resources.SaleItems(service, client_address))
+    app.add_route("/checkout", resources.Checkout(service, callers))
+    app.add_route("/purchase", resources.Purchase(service, callers))
+    app.add_route("/sale/status", resources.SaleStatus(service, callers))
+    app.add_route("/sale/items", resources.SaleItems(service, callers))
     app.add_route("/images/{sale_id}/{item_id}.svg", resources.ItemImage(service))
     app.add_route("/healthz", resources.Health())
     app.add_route("/readyz", resources.Ready(service))

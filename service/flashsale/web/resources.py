@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from flashsale.domain import SaleError
 from flashsale.sale.service import SaleService
+from flashsale.web.callers import Callers
 from flashsale.web.openapi import document
 
 
@@ -18,61 +19,43 @@ def _param(req: falcon.Request, name: str) -> Any:
     return req.params.get(name)
 
 
-class ClientAddress:
-    """The client's address for per-address rate limits; a proxy header only when trusted."""
-
-    def __init__(self, header: str, enabled: bool):
-        self._header = header
-        self._enabled = enabled
-
-    def __call__(self, req: falcon.Request) -> str:
-        if not self._enabled:
-            return ""
-        if self._header:
-            forwarded = req.get_header(self._header)
-            if forwarded:
-                # The right-most hop is the one our ingress appended: the only one we can trust.
-                return forwarded.rsplit(",", 1)[-1].strip()
-        return req.remote_addr or ""
-
-
 class Checkout:
-    def __init__(self, service: SaleService, client_address: ClientAddress):
+    def __init__(self, service: SaleService, callers: Callers):
         self._service = service
-        self._client_address = client_address
+        self._callers = callers
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         reservation = self._service.checkout(
-            _param(req, "user_id"), _param(req, "id"), self._client_address(req)
+            _param(req, "user_id"), _param(req, "id"), self._callers(req)
         )
         resp.media = reservation.as_json()
 
 
 class Purchase:
-    def __init__(self, service: SaleService, client_address: ClientAddress):
+    def __init__(self, service: SaleService, callers: Callers):
         self._service = service
-        self._client_address = client_address
+        self._callers = callers
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        purchase = self._service.purchase(_param(req, "code"), self._client_address(req))
+        purchase = self._service.purchase(_param(req, "code"), self._callers(req))
         resp.media = purchase.as_json()
 
 
 class SaleStatus:
-    def __init__(self, service: SaleService, client_address: ClientAddress):
+    def __init__(self, service: SaleService, callers: Callers):
         self._service = service
-        self._client_address = client_address
+        self._callers = callers
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = self._service.status(self._client_address(req))
+        resp.media = self._service.status(self._callers(req))
 
 
 class SaleItems:
     DEFAULT_LIMIT = 100
 
-    def __init__(self, service: SaleService, client_address: ClientAddress):
+    def __init__(self, service: SaleService, callers: Callers):
         self._service = service
-        self._client_address = client_address
+        self._callers = callers
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         raw_limit = _param(req, "limit")
@@ -85,7 +68,7 @@ class SaleItems:
         cursor = _param(req, "cursor")
         if cursor is not None and not isinstance(cursor, str):
             raise SaleError("invalid_request", "`cursor` may be given once")
-        page = self._service.items_page(limit, cursor or None, self._client_address(req))
+        page = self._service.items_page(limit, cursor or None, self._callers(req))
         for item in page["items"]:
             item["image_url"] = req.prefix + item["image_url"]
         resp.media = page
