@@ -113,6 +113,13 @@ class SaleService:
             raise SaleError(
                 "invalid_request", f"`{bad}` must be 1-64 characters of A-Z a-z 0-9 _ . -"
             )
+        try:  # what a pod refuses without a store, in the error table's order
+            user_id = self._identify(user_id, caller)
+            self._check_pass(user_id, sale_id, caller, now)
+            self._check_load()
+        except SaleError as refusal:
+            self._record_elsewhere(sale_id, refusal.code, now, user_id, item_id)
+            raise
         try:
             self._register_outbox(sale_id)
             answer = self.inventory.checkout(
@@ -143,6 +150,17 @@ class SaleService:
                 _seconds(answer.retry_ms) if answer.retry_ms else self.retry_after_no_sale(now)
             )
         raise SaleError(answer.outcome, retry_after=retry_after)
+
+    def _identify(self, user_id: Any, caller: Caller) -> Any:
+        """The user a request acts for (FLASHSALE_AUTH): `unauthenticated` or `forbidden`."""
+        return user_id
+
+    def _check_pass(self, user_id: str, sale_id: str, caller: Caller, now: int) -> None:
+        """With the waiting room on, a checkout needs a pass for this user and sale:
+        `not_admitted`."""
+
+    def _check_load(self) -> None:
+        """More work in flight than the pod can answer in time: `overloaded`."""
 
     def _seen(self, sale_id: str) -> None:
         if sale_id not in self._seen_open:
