@@ -29,13 +29,13 @@ import secrets
 import sys
 import tempfile
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import kit
 
 from flashsale import devservers
+from flashsale.stores.inventory.gateway import _script_text
 
 ITEMS = 10_000
 PIPELINE = 25  # calls per round-trip, about what the Batcher carries under load
@@ -77,9 +77,8 @@ BUILD_UP = [
 
 
 def shipped_checkout() -> str:
-    """checkout.lua as the service loads it: after the token-bucket library."""
-    folder = resources.files("flashsale") / "scripts"
-    return (folder / "token_bucket.lua").read_text() + "\n" + (folder / "checkout.lua").read_text()
+    """checkout.lua as the service loads it: after the libraries it requires."""
+    return _script_text("checkout")
 
 
 def build_up() -> dict[str, str]:
@@ -95,15 +94,15 @@ def build_up() -> dict[str, str]:
 CHANGES = [
     (
         "one-field XADD",
-        "redis.call('XADD', outbox_key, '*', 's', sale_id, 'u', user_id, 'i', item_id,\n"
+        "redis.call('XADD', outbox_key, '*', 'k', key, 's', sale_id, 'u', user_id, 'i', item_id,\n"
         "             'o', outcome, 'c', code or '', 't', now_text)",
-        "redis.call('XADD', outbox_key, '*', 'a', ARGV[9] .. outcome .. ' ' .. (code or ''))",
+        "redis.call('XADD', outbox_key, '*', 'a', key .. outcome .. ' ' .. (code or ''))",
     ),
     ("- PEXPIREAT of the user set", "redis.call('PEXPIREAT', user_key, meta[7])\n", ""),
     ("- ZADD to the reserved set", "redis.call('ZADD', reserved_key, expires_text, item_id)\n", ""),
     (
         "- HSET to the codes hash",
-        "redis.call('HSET', codes_key, fresh, item_id .. ' ' .. user_id .. ' ' .. expires_text)\n",
+        "redis.call('HSET', codes_key, fresh, format_claim(item_id, user_id, expires_text))\n",
         "",
     ),
 ]
@@ -160,8 +159,9 @@ def reserve_usec(
             keys += [PREFIX + f"user:{user}", PREFIX + "outbox", PREFIX + f"bucket:u:{user}"]
             keys.append(PREFIX + "bucket:ip:")
             code = "S." + secrets.token_urlsafe(16)
-            row = f"S {user} {item} {now} "  # the one-field XADD variant's pre-joined row
-            batch.append((keys, [user, str(item), now, 120_000, code, user_rate, 0, "", row]))
+            key = f"S {user} {item} {now} "  # the one-field XADD variant's pre-joined row
+            args = [user, str(item), now, 120_000, code, user_rate, 0, "", key, now + 10**9]
+            batch.append((keys, args))
         client.config_resetstat()
         outcomes = set()
         for start in range(0, len(batch), PIPELINE):

@@ -29,6 +29,11 @@ def sql(url: str, query: str, *params: object) -> list[tuple]:
         return cur.fetchall() if cur.description else []
 
 
+def no_deadline() -> int:
+    """A deadline for a script call made straight through the gateway that nothing will pass."""
+    return int(time.time() * 1000) + 3_600_000
+
+
 def redis_client(url: str) -> redis.Redis:
     """A plain client for a test that inspects or breaks Redis behind the service's back."""
     return redis.Redis.from_url(url, decode_responses=True)

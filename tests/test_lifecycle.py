@@ -25,7 +25,7 @@ from flashsale.stores.inventory.gateway import _stream_id_after
 from flashsale.stores.inventory.keys import keys_for
 from flashsale.web.app import create_app
 from flashsale.wiring import build_database, build_inventory
-from tests.support import Clock, assert_sweeps_clean, flashsale, sql
+from tests.support import Clock, assert_sweeps_clean, flashsale, no_deadline, sql
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -250,7 +250,13 @@ def test_sweep_is_bounded_per_run(keeper: SaleKeeper, clock: Clock, migrated_db:
     now_ms = int(clock() * 1000)
     for i in range(1500):
         keeper.inventory.record_attempt(
-            sale.sale_id, "invalid_request", now_ms=now_ms, user_id=f"u{i}", item_id=None
+            sale.sale_id,
+            "invalid_request",
+            now_ms=now_ms,
+            user_id=f"u{i}",
+            item_id=None,
+            attempt_key=f"a{i}",
+            deadline_ms=no_deadline(),
         )
     assert keeper.sweep(max_batches=1).drained == 1000
     assert keeper.sweep(max_batches=1).drained == 500
@@ -279,7 +285,13 @@ def test_attempts_recorded_during_a_drain_stay_for_the_next(
     def record(count: int, prefix: str) -> None:
         for i in range(count):
             keeper.inventory.record_attempt(
-                sale.sale_id, "invalid_request", now_ms=now_ms, user_id=f"{prefix}{i}", item_id=None
+                sale.sale_id,
+                "invalid_request",
+                now_ms=now_ms,
+                user_id=f"{prefix}{i}",
+                item_id=None,
+                attempt_key=f"{prefix}{i}",
+                deadline_ms=no_deadline(),
             )
 
     insert = keeper.database.insert_attempts
@@ -387,7 +399,7 @@ def test_an_ended_sale_closes_only_once_its_purchases_are_settled(
     redis_url: str,
 ) -> None:
     """Purchases a crashed worker left half-done hold the close back until the sweeper settles
-    them: confirmed if PostgreSQL has the row, reverted if not. Then the figures are final."""
+    them: confirmed if PostgreSQL has the row, voided if not. Then the figures are final."""
     settings = short_settings(service_env)
     boundary = (1_900_000_000 // PERIOD + 1) * PERIOD
     clock = Clock(boundary - 30)
@@ -398,7 +410,13 @@ def test_an_ended_sale_closes_only_once_its_purchases_are_settled(
     for item in ("1", "2"):
         code = checkout(s.client, f"user{item}", item).json["code"]
         sold = inventory.purchase(
-            sale.sale_id, code, now_ms=now_ms, user_rate=0, ip_rate=0, client_ip=""
+            sale.sale_id,
+            code,
+            now_ms=now_ms,
+            user_rate=0,
+            ip_rate=0,
+            client_ip="",
+            deadline_ms=no_deadline(),
         )
         assert sold.kind == "sold"
         crashed[item] = domain.Purchase(sale.sale_id, item, f"user{item}", code, now_ms)
@@ -408,14 +426,14 @@ def test_an_ended_sale_closes_only_once_its_purchases_are_settled(
 
     clock.now = boundary
     report = s.keeper.sweep()
-    assert (report.closed, report.settled, report.reverted) == ([], 0, 0)  # still in flight
+    assert (report.closed, report.settled, report.voided) == ([], 0, 0)  # still in flight
     assert sql(migrated_db, "SELECT closed_at FROM sales WHERE sale_id = %s", sale.sale_id) == [
         (None,)
     ]
 
     clock.advance(61)  # past the grace: no web request can still be writing them
     report = s.keeper.sweep()
-    assert (report.closed, report.settled, report.reverted) == ([sale.sale_id], 1, 1)
+    assert (report.closed, report.settled, report.voided) == ([sale.sale_id], 1, 1)
     assert sql(
         migrated_db,
         "SELECT closed_at IS NOT NULL, items_sold FROM sales WHERE sale_id = %s",
@@ -423,7 +441,7 @@ def test_an_ended_sale_closes_only_once_its_purchases_are_settled(
     ) == [(True, 2)]
     states = item_states(redis_url, sale.sale_id)
     assert states["2"].startswith("S ") and states["3"].startswith("S ")
-    assert states["1"].startswith("R ")  # back to its reservation, long expired
+    assert states["1"] == "-"  # voided: free again, its code expired
     assert purchase(s.client, crashed["2"].code).status_code == 200
     assert error_code(purchase(s.client, crashed["1"].code)) == "code_expired"
 

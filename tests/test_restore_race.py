@@ -8,7 +8,7 @@ from flashsale.domain import Purchase, SaleError
 from flashsale.sale.keeper import SaleKeeper
 from flashsale.sale.service import SaleService
 from flashsale.stores.inventory.keys import keys_for
-from tests.support import assert_sweeps_clean, redis_client, sql
+from tests.support import assert_sweeps_clean, no_deadline, redis_client, sql
 
 
 def test_purchase_committed_during_restore_is_adopted_by_redis(
@@ -21,7 +21,13 @@ def test_purchase_committed_during_restore_is_adopted_by_redis(
 
     # The purchase request of "early" is in flight: Redis marked the item sold...
     kind, item, user, at_ms, *_ = service.inventory.purchase(
-        sale.sale_id, first.code, now_ms=service.now_ms(), user_rate=0, ip_rate=0, client_ip=""
+        sale.sale_id,
+        first.code,
+        now_ms=service.now_ms(),
+        user_rate=0,
+        ip_rate=0,
+        client_ip="",
+        deadline_ms=no_deadline(),
     )
     assert kind == "sold"
     # ...then Redis loses everything and is restored before the INSERT commits.

@@ -1,8 +1,9 @@
 """The Lua scripts against a plain-Python model of the sale's rules, step by step.
 
-Hypothesis drives random interleavings of checkout, purchase, confirm, revert, reclaim and clock
-moves (few users, few items, a small limit) through `Inventory` on a real Redis, and after every
-step compares what the scripts answered and hold with what the model says the contract means.
+Hypothesis drives random interleavings of checkout, purchase, confirm, revert, release, reclaim
+and clock moves (few users, few items, a small limit) through `Inventory` on a real Redis, and
+after every step compares what the scripts answered and hold with what the model says the
+contract means.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from flashsale import domain
 from flashsale.domain import Sale
 from flashsale.stores.inventory import CheckoutAnswer, Inventory, PurchaseAnswer
 from flashsale.stores.inventory.keys import SaleKeys, keys_for
+from tests.support import no_deadline
 
 USERS = ("ann", "bob", "cy")
 ITEMS = ("1", "2", "3", "4")
@@ -54,7 +56,9 @@ class SaleModel:
         self.sale_id = sale_id
         self.items: dict[str, Held | None] = dict.fromkeys(ITEMS)
         self.codes: dict[str, tuple[str, str, int]] = {}  # code -> (item, user, expires)
-        self.pending: set[str] = set()
+        self.again: set[str] = set()  # codes a second checkout of their user answered with
+        self.pending: dict[str, int] = {}  # code -> stamp
+        self.sold_at: dict[str, int] = {}  # code -> the stamp of the request that sold it
         self.sold = 0
         self.attempts = 0
 
@@ -82,6 +86,7 @@ class SaleModel:
             return CheckoutAnswer("sold_out", "", 0, 0, self.sale_id)
         held = self.items[item]
         if self.live(held, now) and held.user == user:
+            self.again.add(held.code)
             return CheckoutAnswer("ok", held.code, held.at, 0, self.sale_id)
         if len(self.holdings(user, now)) >= LIMIT:
             return CheckoutAnswer("user_limit_reached", "", 0, 0, self.sale_id)
@@ -98,25 +103,50 @@ class SaleModel:
         item, user, _ = self.codes[code]
         held = self.items[item]
         if held is not None and held.kind == "S" and held.code == code:
+            if code in self.pending:  # a retry that may commit it: the stamp moves on
+                self.pending[code] = max(now, self.pending[code] + 1)
             return PurchaseAnswer("repeat", item, user, held.at, self.sale_id)
         if not self.live(held, now) or held.code != code or now >= END_MS:
             return PurchaseAnswer("code_expired")
         self.items[item] = Held("S", now, user, code)
         self.sold += 1
-        self.pending.add(code)
+        self.pending[code] = self.sold_at[code] = now
         return PurchaseAnswer("sold", item, user, now, self.sale_id)
 
     def confirm(self, code: str) -> None:
-        self.pending.discard(code)
+        self.pending.pop(code, None)
 
-    def revert(self, code: str) -> int:
-        """PostgreSQL did not take the purchase: back to the reservation it was."""
-        if code not in self.pending:
+    def revert(self, code: str, stamp: int) -> int:
+        """PostgreSQL surely did not take the purchase: the request that sold it puts it back
+        to the reservation it was, unless a retry touched it since."""
+        if self.pending.get(code) != stamp:
             return 0
-        self.pending.discard(code)
+        del self.pending[code]
         item, user, expires = self.codes[code]
         self.items[item] = Held("R", expires, user, code)
         self.sold -= 1
+        return 1
+
+    def release(self, code: str) -> int:
+        """Nobody was told of the reservation, or PostgreSQL voided the purchase: the item is
+        free, the code gone (reserved) or expired (sold)."""
+        if code not in self.codes:
+            return 0
+        item, user, _ = self.codes[code]
+        held = self.items[item]
+        if held is None or held.code != code:
+            return 0
+        if held.kind == "R":
+            if code in self.again:
+                return 0
+            del self.codes[code]
+        else:
+            if code not in self.pending:
+                return 0
+            del self.pending[code]
+            self.sold -= 1
+            self.codes[code] = (item, user, 0)
+        self.items[item] = None
         return 1
 
     def reclaim(self, now: int) -> int:
@@ -141,6 +171,7 @@ class ScriptsMachine(RuleBasedStateMachine):
         self.inventory = Inventory(self.client)
         sale_id = domain.sale_id_for(START_MS // 1000, PERIOD_S)
         self.sale_id = sale_id
+        self.attempts = 0
         self.keys: SaleKeys = keys_for(sale_id)
         self.model = SaleModel(sale_id)
         self.now = START_MS
@@ -173,12 +204,15 @@ class ScriptsMachine(RuleBasedStateMachine):
             user_rate=0,
             ip_rate=0,
             client_ip="",
+            attempt_key=f"attempt-{self.attempts}",
+            deadline_ms=no_deadline(),
         )
         expected = self.model.checkout(user, item, self.now, fresh)
         assert got == expected
         # The attempt went to the outbox in the same step, with what the client was told.
         ((_, fields),) = self.client.xrevrange(self.keys.outbox, count=1)
         assert fields == {
+            "k": f"attempt-{self.attempts}",
             "s": expected.sale_id,
             "u": user,
             "i": item,
@@ -186,12 +220,19 @@ class ScriptsMachine(RuleBasedStateMachine):
             "c": expected.code,
             "t": str(self.now),
         }
+        self.attempts += 1
         return expected.code if expected.outcome == "ok" else multiple()
 
     @rule(code=codes)
     def purchase(self, code: str) -> None:
         got = self.inventory.purchase(
-            self.sale_id, code, now_ms=self.now, user_rate=0, ip_rate=0, client_ip=""
+            self.sale_id,
+            code,
+            now_ms=self.now,
+            user_rate=0,
+            ip_rate=0,
+            client_ip="",
+            deadline_ms=no_deadline(),
         )
         assert got == self.model.purchase(code, self.now)
 
@@ -199,7 +240,13 @@ class ScriptsMachine(RuleBasedStateMachine):
     def purchase_unknown(self, token: str) -> None:
         code = f"{self.model.sale_id}.{token}"
         got = self.inventory.purchase(
-            self.sale_id, code, now_ms=self.now, user_rate=0, ip_rate=0, client_ip=""
+            self.sale_id,
+            code,
+            now_ms=self.now,
+            user_rate=0,
+            ip_rate=0,
+            client_ip="",
+            deadline_ms=no_deadline(),
         )
         assert got == self.model.purchase(code, self.now) == PurchaseAnswer("code_not_found")
 
@@ -211,8 +258,16 @@ class ScriptsMachine(RuleBasedStateMachine):
 
     @rule(code=codes)
     def revert(self, code: str) -> None:
-        """PostgreSQL did not store it (only a pending purchase can be undone)."""
-        assert int(self.inventory.revert(self.sale_id, code)) == self.model.revert(code)
+        """The request that sold it heard PostgreSQL surely did not store it."""
+        stamp = self.model.sold_at.get(code, 0)
+        assert int(self.inventory.revert(self.sale_id, code, stamp)) == self.model.revert(
+            code, stamp
+        )
+
+    @rule(code=codes)
+    def release(self, code: str) -> None:
+        """Nobody was told of it (its request was answered `unavailable`), or voided."""
+        assert int(self.inventory.release(self.sale_id, code)) == self.model.release(code)
 
     @rule(
         ms=st.one_of(
@@ -237,7 +292,8 @@ class ScriptsMachine(RuleBasedStateMachine):
         assert figures.sold == self.model.sold
         assert figures.reserved == self.model.reserved(self.now)
         assert figures.backlog == self.model.attempts
-        assert set(self.client.zrange(self.keys.pending, 0, -1)) == self.model.pending
+        pending = dict(self.client.zrange(self.keys.pending, 0, -1, withscores=True))
+        assert pending == self.model.pending
 
     @invariant()
     def holdings_agree(self) -> None:

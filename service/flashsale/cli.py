@@ -30,6 +30,12 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="sweep again every SECONDS until SIGTERM (what each pod's sweeper runs)",
     )
+    p = sub.add_parser(
+        "prune", help="drop the checkout-attempt partitions (whole days) older than --older-than"
+    )
+    p.add_argument(
+        "--older-than", type=int, required=True, metavar="DAYS", help="days to keep (>= 1)"
+    )
     p = sub.add_parser("audit", help="compare Redis with PostgreSQL for a sale")
     p.add_argument("--sale", help="sale id (default: the current or most recent sale)")
     from flashsale import kube

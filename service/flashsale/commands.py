@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flashsale.config import Settings
@@ -72,11 +73,37 @@ def _stop_on_sigterm() -> threading.Event:
 @_job("migrate")
 def migrate(args: argparse.Namespace) -> int:
     from flashsale.stores.migrate import migrate as apply
+    from flashsale.wiring import build_database
 
     settings = _settings()
     if not settings.database_url:
         settings.require_stores()
-    _say(command="migrate", applied=apply(settings.database_url))
+    applied = apply(settings.database_url)
+    database = build_database(settings, pool_size=1)
+    today = datetime.now(UTC).date()
+    made = database.ensure_attempt_partitions(today, 2)  # open-sale and sweep make the rest
+    database.close()
+    _say(command="migrate", applied=applied, partitions=made)
+    return 0
+
+
+@_job("prune")
+def prune(args: argparse.Namespace) -> int:
+    """Drop whole days of checkout attempts older than --older-than days (UTC). Never a
+    purchase, never a sale's row; running it again drops nothing more."""
+    from flashsale.wiring import build_database
+
+    if args.older_than < 1:
+        print("flashsale: --older-than must be at least 1 day", file=sys.stderr)
+        return 2
+    settings = _settings()
+    if not settings.database_url:
+        settings.require_stores()
+    database = build_database(settings, pool_size=1)
+    before = datetime.now(UTC).date() - timedelta(days=args.older_than)
+    dropped = database.prune_attempts(before)
+    database.close()
+    _say(command="prune", before=before.isoformat(), dropped=dropped)
     return 0
 
 

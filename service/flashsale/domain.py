@@ -105,6 +105,12 @@ def new_code(sale_id: str) -> str:
     return f"{sale_id}.{secrets.token_urlsafe(16)}"
 
 
+def new_attempt_key() -> str:
+    """The name of one checkout attempt, chosen by the pod before any store decides it, so that
+    every writer of its row writes the same row (96 random bits: no two pods ever meet)."""
+    return secrets.token_urlsafe(12)
+
+
 def sale_of_code(code: str) -> str | None:
     sale_id, sep, token = code.rpartition(".")
     if not sep or len(token) < 16 or sale_window(sale_id) is None:

@@ -1,9 +1,12 @@
 """The drain: checkout attempts move from a sale's Redis outbox into PostgreSQL.
 
-Read a batch from the start of the outbox, insert it with its idempotency key, then trim the
-outbox up to the batch's last entry. A crash between the insert and the trim only means the
-next drain inserts nothing new; a crash before the insert loses nothing because the entries are
-still in the outbox.
+Read a batch from the start of the outbox, insert it with its idempotency key (the attempt's
+name, chosen by the pod that answered it), then trim the outbox up to the batch's last entry. A
+crash between the insert and the trim only means the next drain inserts nothing new; a crash
+before the insert loses nothing because the entries are still in the outbox.
+
+A row the pod already wrote for the same request wins: it answered `unavailable` because Redis's
+answer came too late, and a reservation the outbox says that request made is released.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ LOCK_SECONDS = 5
 
 def _row(sale_id: str, entry: OutboxEntry) -> AttemptRow:
     return AttemptRow(
-        attempt_key=f"{sale_id}/{entry.entry_id}",
+        # Entries written before attempts had names are named after their place in the outbox.
+        attempt_key=entry.attempt_key or f"{sale_id}/{entry.entry_id}",
         sale_id=entry.sale_id,
         user_id=printable(entry.user_id),
         item_id=printable(entry.item_id),
@@ -49,7 +53,9 @@ def drain_sale(
             entries = inventory.read_outbox(sale_id, BATCH)
             if not entries:
                 break
-            database.insert_attempts([_row(sale_id, entry) for entry in entries])
+            unanswered = database.insert_attempts([_row(sale_id, entry) for entry in entries])
+            for code in unanswered:
+                inventory.release(sale_id, code)
             inventory.trim_outbox(sale_id, through=entries[-1].entry_id)
             moved += len(entries)
             if len(entries) < BATCH:

@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 
 from flashsale import catalog, domain
 from flashsale.config import Settings
@@ -37,7 +38,7 @@ class SweepReport:
     reclaimed: int = 0
     drained: int = 0
     settled: int = 0
-    reverted: int = 0
+    voided: int = 0
     restored: list[str] = field(default_factory=list)
     closed: list[str] = field(default_factory=list)
 
@@ -57,6 +58,7 @@ class SaleKeeper:
         self.inventory = inventory
         self.database = database
         self.clock = clock
+        self._partitioned: set[date] = set()
 
     # --- opening and restoring --------------------------------------------------------------
 
@@ -75,6 +77,7 @@ class SaleKeeper:
     def open_sale(self, at: float | None = None) -> tuple[Sale, bool]:
         """Open the sale of the period containing `at`: (sale, whether this call loaded Redis)."""
         planned = self.planned_sale(self.clock() if at is None else at)
+        self.ensure_partitions(planned.starts_at, planned.ends_at)
         sale = self.database.create_sale(planned, catalog.items_of(planned))
         return sale, self.ensure_loaded(sale)
 
@@ -121,15 +124,27 @@ class SaleKeeper:
 
     # --- sweeping ---------------------------------------------------------------------------
 
+    def ensure_partitions(self, start: float, end: float) -> None:
+        """checkout_attempts has its day partitions from `start` to a day after `end` (epoch
+        seconds); the days already seen by this process are not asked again."""
+        first = datetime.fromtimestamp(start, UTC).date()
+        days = (datetime.fromtimestamp(end, UTC).date() - first).days + 2
+        wanted = {first + timedelta(days=n) for n in range(days)}
+        if wanted <= self._partitioned:
+            return
+        self.database.ensure_attempt_partitions(first, days)
+        self._partitioned |= wanted
+
     def sweep(self, max_batches: int = 100, wait_for_drain: float = 0.0) -> SweepReport:
         """wait_for_drain: seconds to wait for another drainer's lock on an outbox."""
         report = SweepReport(restored=self.restore())
         now_ms = int(self.clock() * 1000)
+        self.ensure_partitions(now_ms / 1000, now_ms / 1000)
         for sale_id in sorted(self._outboxes(now_ms)):
             report.reclaimed += self.reclaim(sale_id, now_ms, max_batches)
-            settled, reverted = self.settle(sale_id, now_ms)
+            settled, voided = self.settle(sale_id, now_ms)
             report.settled += settled
-            report.reverted += reverted
+            report.voided += voided
             report.drained += drain_sale(
                 self.inventory, self.database, sale_id, max_batches, wait=wait_for_drain
             )
@@ -157,22 +172,21 @@ class SaleKeeper:
         return total
 
     def settle(self, sale_id: str, now_ms: int) -> tuple[int, int]:
-        """Purchases a crashed worker left between Redis and PostgreSQL: confirm what
-        PostgreSQL holds, revert the rest (no client ever heard 200 for those).
-        Returns (confirmed, reverted)."""
+        """Purchases left pending in Redis past the grace (a crashed worker, an unknown COMMIT
+        outcome, a revert a retry prevented): confirm what PostgreSQL holds; void the rest in
+        PostgreSQL, so no retry can commit them any more, then undo them in Redis (the item is
+        free, the code expired: no client heard 200 for them, and none ever will).
+        Returns (confirmed, voided)."""
         grace_ms = int(self.settings.pending_grace * 1000)
         stale = self.inventory.pending_since(sale_id, now_ms - grace_ms)
         if not stale:
             return 0, 0
-        stored = self.database.purchases_at(sale_id, stale)
-        reverted = 0
-        for code in stale:
-            if code in stored:
-                self.inventory.confirm(sale_id, code)
-            else:
-                # False when a second sweeper got there first: count only what we reverted.
-                reverted += self.inventory.revert(sale_id, code)
-        return len(stored), reverted
+        confirmed, voided = self.database.settle_codes(sale_id, stale)
+        for code in confirmed:
+            self.inventory.confirm(sale_id, code)
+        # False when a second sweeper got there first: count only what we undid.
+        undone = sum(self.inventory.release(sale_id, code) for code in voided)
+        return len(confirmed), undone
 
     def _forget_if_finished(self, sale_id: str, now_ms: int) -> None:
         window = domain.sale_window(sale_id)

@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +55,10 @@ class SaleService:
         # lost it (a restore is under way) and the answer is `unavailable`, not `no_active_sale`.
         self._seen_open: set[str] = set()
         self._sales: dict[str, Sale] = {}
+        # A script that writes carries a deadline this far ahead: the client gives up on Redis
+        # only after its socket timeout, so the script refuses to run once the client may have
+        # given up, with half the timeout to spare for clocks that disagree.
+        self._redis_budget_ms = max(1, int(settings.redis_timeout * 1000) // 2)
         self._checkout_outcomes = {code: CHECKOUTS.labels(code) for code in (*domain.ERRORS, "ok")}
         self._purchase_outcomes = {code: PURCHASES.labels(code) for code in (*domain.ERRORS, "ok")}
 
@@ -107,9 +110,12 @@ class SaleService:
     def _checkout(self, user_id: Any, item_id: Any, caller: Caller) -> Reservation:
         now = self.now_ms()
         sale_id = self.current_sale_id(now)
+        # The attempt's name, before any store decides it: whichever way its row is written
+        # (the outbox, or straight into PostgreSQL), it is one row.
+        attempt = domain.new_attempt_key()
         if not domain.valid_token(user_id) or not domain.valid_token(item_id):
             bad = "user_id" if not domain.valid_token(user_id) else "id"
-            self._record_elsewhere(sale_id, "invalid_request", now, user_id, item_id)
+            self._record_elsewhere(sale_id, attempt, "invalid_request", now, user_id, item_id)
             raise SaleError(
                 "invalid_request", f"`{bad}` must be 1-64 characters of A-Z a-z 0-9 _ . -"
             )
@@ -118,7 +124,7 @@ class SaleService:
             self._check_pass(user_id, sale_id, caller, now)
             self._check_load()
         except SaleError as refusal:
-            self._record_elsewhere(sale_id, refusal.code, now, user_id, item_id)
+            self._record_elsewhere(sale_id, attempt, refusal.code, now, user_id, item_id)
             raise
         try:
             self._register_outbox(sale_id)
@@ -132,12 +138,19 @@ class SaleService:
                 user_rate=self.settings.rate_per_user,
                 ip_rate=self.settings.rate_per_ip if caller.address else 0,
                 client_ip=caller.address,
+                attempt_key=attempt,
+                deadline_ms=self._deadline_ms(),
                 seen_open=sale_id in self._seen_open,
             )
         except InventoryError as error:  # expected in an outage: one line, no stack trace
             log.warning("redis unreachable during checkout: %s", error)
-            self._record_directly("unavailable", now, user_id, item_id)
-            raise SaleError("unavailable") from None
+            answer = None
+        if answer is None or answer.outcome == "late":
+            # Redis did not answer in time. It will not decide the call later (the script
+            # checks its deadline), and if it did decide it but its answer was lost, this
+            # row supersedes the outbox's and the reservation is released.
+            self._record_directly(attempt, "unavailable", now, user_id, item_id)
+            raise SaleError("unavailable")
         if answer.sale_id:
             self._seen(answer.sale_id)
         if answer.outcome == "ok":
@@ -162,6 +175,11 @@ class SaleService:
     def _check_load(self) -> None:
         """More work in flight than the pod can answer in time: `overloaded`."""
 
+    def _deadline_ms(self) -> int:
+        """When a script sent now must no longer run: real time, not the sale's clock (tests
+        move that), as Redis compares it with its own."""
+        return int(time.time() * 1000) + self._redis_budget_ms
+
     def _seen(self, sale_id: str) -> None:
         if sale_id not in self._seen_open:
             if len(self._seen_open) > 16:  # one a period: start afresh now and then
@@ -175,21 +193,35 @@ class SaleService:
             self._registered.add(sale_id)
 
     def _record_elsewhere(
-        self, sale_id: str, outcome: str, now: int, user_id: Any, item_id: Any
+        self, sale_id: str, attempt: str, outcome: str, now: int, user_id: Any, item_id: Any
     ) -> None:
         """Record an attempt that checkout.lua did not see: via the outbox, or else directly."""
         user, item = printable(user_id), printable(item_id)
         try:
             self._register_outbox(sale_id)
-            self.inventory.record_attempt(sale_id, outcome, now_ms=now, user_id=user, item_id=item)
+            if self.inventory.record_attempt(
+                sale_id,
+                outcome,
+                now_ms=now,
+                user_id=user,
+                item_id=item,
+                attempt_key=attempt,
+                deadline_ms=self._deadline_ms(),
+            ):
+                return
         except InventoryError:
-            self._record_directly(outcome, now, user, item)
+            pass
+        self._record_directly(attempt, outcome, now, user, item)
 
-    def _record_directly(self, outcome: str, now: int, user_id: Any, item_id: Any) -> None:
-        """Redis is away: the attempt goes straight to PostgreSQL before we answer, filed under
-        the sale PostgreSQL has open now (Redis being away does not close it)."""
+    def _record_directly(
+        self, attempt: str, outcome: str, now: int, user_id: Any, item_id: Any
+    ) -> None:
+        """Redis did not answer in time: the attempt goes straight to PostgreSQL before we
+        answer, filed under the sale PostgreSQL has open now (Redis being away does not close
+        it). If Redis did decide it after all and its row got drained first, that row is
+        superseded, and a reservation it made (nobody was told its code) is released."""
         row = AttemptRow(
-            attempt_key=f"direct:{uuid.uuid4()}",
+            attempt_key=attempt,
             sale_id=None,
             user_id=printable(user_id),
             item_id=printable(item_id),
@@ -199,10 +231,16 @@ class SaleService:
         )
         try:
             row = dataclasses.replace(row, sale_id=self._open_in_records(now))
-            self.database.insert_attempts([row])
+            untold = self.database.insert_attempt(row)
         except DatabaseError:
             # Both stores are away: the log line is the record of last resort.
             log.error("attempt not stored, both stores unreachable: %s", row)
+            return
+        if untold is not None:
+            try:
+                self.inventory.release(domain.sale_of_code(untold) or "", untold)
+            except InventoryError as error:  # it expires with its checkout's TTL
+                log.warning("reservation %s nobody was told of left to expire: %s", untold, error)
 
     def _open_in_records(self, now: int) -> str | None:
         """The id of the sale open at `now` by PostgreSQL (cached like every sale's facts)."""
@@ -239,32 +277,45 @@ class SaleService:
                 user_rate=self.settings.rate_per_user,
                 ip_rate=self.settings.rate_per_ip if caller.address else 0,
                 client_ip=caller.address,
+                deadline_ms=self._deadline_ms(),
             )
         except InventoryError as error:
             log.warning("redis unreachable during purchase: %s", error)
             raise SaleError("unavailable") from None
+        if answer.kind == "late":  # Redis did nothing: its clock was past our deadline
+            raise SaleError("unavailable")
         if answer.kind == "sale_missing":
+            self.admit(caller)  # a code naming a sale Redis does not hold costs PostgreSQL
             return self._purchase_from_records(code, sale_id, now)
         if answer.kind == "rate_limited":
             raise SaleError(answer.kind, retry_after=_seconds(answer.retry_ms))
         if answer.kind in ("code_not_found", "code_expired"):
             raise SaleError(answer.kind)
         purchase = Purchase(sale_id, answer.item_id, answer.user_id, code, answer.at_ms)
-        return self._make_durable(purchase, sold_now=answer.kind == "sold")
+        # The request that sold it holds its stamp: only it may revert it, and only untouched.
+        stamp = answer.at_ms if answer.kind == "sold" else None
+        return self._make_durable(purchase, stamp)
 
-    def _make_durable(self, purchase: Purchase, *, sold_now: bool) -> Purchase:
-        """Answer 200 only once PostgreSQL holds the purchase; otherwise undo what Redis did."""
+    def _make_durable(self, purchase: Purchase, stamp: int | None) -> Purchase:
+        """Answer 200 only once PostgreSQL holds the purchase. If this request sold it and
+        PostgreSQL surely did not record it, undo it in Redis, unless a retry of the same code
+        touched it meanwhile (that retry may be committing it): then, as when the outcome is
+        unknown, it stays pending and the sweeper settles it against PostgreSQL."""
         try:
             stored = self.database.save_purchase(purchase)
         except DatabaseError as error:
-            if sold_now and surely_not_written(error):
+            if stamp is not None and surely_not_written(error):
                 log.warning("purchase not stored, reverting %s: %s", purchase.code, error)
-                self._revert(purchase.sale_id, purchase.code)
-            elif sold_now:
+                self._revert(purchase.sale_id, purchase.code, stamp)
+            elif stamp is not None:
                 # It may have committed: reverting could free an item PostgreSQL holds as sold.
                 # It stays pending; the sweeper settles it against PostgreSQL after the grace.
                 log.warning("purchase outcome unknown, left pending %s: %s", purchase.code, error)
             raise SaleError("unavailable") from None
+        if stored is None:
+            # The sweeper gave up on this purchase (pending past the grace, not in PostgreSQL)
+            # and voided the code: no purchase of it can commit any more.
+            raise SaleError("code_expired")
         if stored.code != purchase.code:
             # PostgreSQL sold the item to another code while Redis was being restored: it wins.
             log.error(
@@ -280,9 +331,10 @@ class SaleService:
             self.inventory.confirm(purchase.sale_id, purchase.code)
         return stored
 
-    def _revert(self, sale_id: str, code: str) -> None:
+    def _revert(self, sale_id: str, code: str, stamp: int) -> None:
         try:
-            self.inventory.revert(sale_id, code)
+            if not self.inventory.revert(sale_id, code, stamp):
+                log.warning("revert of %s left to the sweeper: a retry touched it", code)
         except InventoryError as error:
             log.warning("revert of %s left to the sweeper: %s", code, error)
 
@@ -330,30 +382,30 @@ class SaleService:
             "remaining_items": snapshot.remaining,
         }
 
-    def sale(self, sale_id: str) -> Sale | None:
-        """A sale's fixed facts from Redis, else PostgreSQL; cached, as they never change."""
+    def _lookup(self, sale_id: str, caller: Caller) -> tuple[Sale | None, bool]:
+        """A sale's fixed facts (cached: they never change), from Redis, else from PostgreSQL,
+        and whether the caller's address token was spent: it is, before asking PostgreSQL, so
+        made-up sale ids cannot load PostgreSQL past the per-address limit."""
         cached = self._sales.get(sale_id)
         if cached is not None:
-            return cached
+            return cached, False
+        spent = False
         try:
-            sale = self.inventory.sale(sale_id) or self.database.get_sale(sale_id)
+            sale = self.inventory.sale(sale_id)
+            if sale is None:
+                self.admit(caller)
+                spent = True
+                sale = self.database.get_sale(sale_id)
         except _STORE_ERRORS:
             raise SaleError("unavailable") from None
         if sale is not None:
             self._remember(sale)
-        return sale
+        return sale, spent
 
     def _remember(self, sale: Sale) -> None:
         if len(self._sales) > 64:
             self._sales.clear()
         self._sales[sale.sale_id] = sale
-
-    def current_sale(self) -> Sale:
-        now = self.now_ms()
-        sale = self.sale(self.current_sale_id(now))
-        if sale is None or not sale.open_at(now):
-            raise SaleError("no_active_sale", retry_after=self.retry_after_no_sale(now))
-        return sale
 
     def items_page(
         self, limit: int, cursor: str | None, caller: Caller = ANONYMOUS
@@ -361,18 +413,20 @@ class SaleService:
         """Items in position order; the cursor is the next position, bound to its sale. The
         address's token is spent after the parameters are checked: `invalid_request` (of an
         open sale's cursor) comes before `rate_limited`, which comes before `no_active_sale`."""
-        try:
-            sale = self.current_sale()
-        except SaleError:
-            self.admit(caller)
-            raise
+        now = self.now_ms()
+        sale, spent = self._lookup(self.current_sale_id(now), caller)
+        if sale is None or not sale.open_at(now):
+            if not spent:
+                self.admit(caller)
+            raise SaleError("no_active_sale", retry_after=self.retry_after_no_sale(now))
         start = 1
         if cursor:
             owner, _, position = cursor.rpartition(":")
             if owner != sale.sale_id or not position.isdigit() or int(position) < 1:
                 raise SaleError("invalid_request", "`cursor` does not belong to the current sale")
             start = int(position)
-        self.admit(caller)
+        if not spent:
+            self.admit(caller)
         stop = start + limit
         items = [
             {"id": item_id, "name": name, "image_url": path}
@@ -381,8 +435,9 @@ class SaleService:
         next_cursor = f"{sale.sale_id}:{stop}" if stop <= sale.total_items else None
         return {"sale_id": sale.sale_id, "items": items, "next_cursor": next_cursor}
 
-    def item_image(self, sale_id: str, item_id: str) -> str:
-        sale = self.sale(sale_id) if domain.sale_window(sale_id) else None
+    def item_image(self, sale_id: str, item_id: str, caller: Caller = ANONYMOUS) -> str:
+        """An item's picture; a sale only PostgreSQL can tell about costs an address token."""
+        sale = self._lookup(sale_id, caller)[0] if domain.sale_window(sale_id) else None
         if sale is None or not item_id.isdigit() or not 1 <= int(item_id) <= sale.total_items:
             raise SaleError("item_not_found")
         return catalog.render_svg(sale.seed, item_id)

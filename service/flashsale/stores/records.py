@@ -11,9 +11,10 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg2
+from psycopg2 import sql
 
 from flashsale.domain import Purchase, Sale
 
@@ -27,6 +28,12 @@ class Unreachable(psycopg2.OperationalError):
 
 class PoolExhausted(Unreachable):
     """Every connection stayed busy for the whole wait: the database is too slow or away."""
+
+
+# Orders the purchase of a code against the sweeper's void of it (see settle_codes).
+_LOCK_CODES = "SELECT pg_advisory_xact_lock(hashtextextended(c, 0)) FROM unnest(%s::text[]) c"
+# Serialises the making of checkout_attempts partitions.
+_PARTITION_LOCK = 0x666C617368 + 1
 
 
 class LostBeforeCommit(psycopg2.OperationalError):
@@ -217,22 +224,28 @@ class Database:
 
     # --- purchases ------------------------------------------------------------------------
 
-    def save_purchase(self, purchase: Purchase) -> Purchase:
-        """Insert unless the item is already sold; return what is stored for the item.
+    def save_purchase(self, purchase: Purchase) -> Purchase | None:
+        """Insert unless the item is already sold; return what is stored for the item, or None
+        when the sweeper voided the code (see `settle_codes`).
 
         A retry inserts nothing and gets the first row back; a different code in the answer
-        means the item went to someone else.
+        means the item went to someone else. The per-code lock orders this INSERT against the
+        sweeper's void of the same code: one of them wins, never both.
         """
         with self.cursor() as cur:
+            cur.execute(_LOCK_CODES, ([purchase.code],))
             cur.execute(
                 "INSERT INTO purchases (sale_id, item_id, user_id, code, purchased_at)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                " SELECT %s, %s, %s, %s, %s"
+                " WHERE NOT EXISTS (SELECT 1 FROM purchase_voids WHERE code = %s)"
+                " ON CONFLICT DO NOTHING",
                 (
                     purchase.sale_id,
                     purchase.item_id,
                     purchase.user_id,
                     purchase.code,
                     _ts(purchase.purchased_ms),
+                    purchase.code,
                 ),
             )
             if cur.rowcount == 1:
@@ -243,7 +256,7 @@ class Database:
                 (purchase.sale_id, purchase.item_id, purchase.code),
             )
             row = cur.fetchone()
-        return Purchase(row[0], row[1], row[2], row[3], _ms(row[4]))
+        return None if row is None else Purchase(row[0], row[1], row[2], row[3], _ms(row[4]))
 
     def purchase_by_code(self, code: str) -> Purchase | None:
         with self.cursor() as cur:
@@ -264,22 +277,31 @@ class Database:
             )
             return [Purchase(r[0], r[1], r[2], r[3], _ms(r[4])) for r in cur.fetchall()]
 
-    def purchases_at(self, sale_id: str, codes: Sequence[str]) -> set[str]:
-        """Which of these codes PostgreSQL holds a purchase for."""
+    def settle_codes(self, sale_id: str, codes: Sequence[str]) -> tuple[set[str], set[str]]:
+        """Decide purchases left pending in Redis: (confirmed, voided). A code PostgreSQL holds
+        is confirmed; any other is voided, so that no purchase of it can commit afterwards
+        (save_purchase takes the same per-code lock and checks the voids)."""
         with self.cursor() as cur:
+            cur.execute(_LOCK_CODES, (sorted(codes),))
+            cur.execute("SELECT code FROM purchases WHERE code = ANY(%s)", (list(codes),))
+            confirmed = {row[0] for row in cur.fetchall()}
+            voided = sorted(set(codes) - confirmed)
             cur.execute(
-                "SELECT code FROM purchases WHERE sale_id = %s AND code = ANY(%s)",
-                (sale_id, list(codes)),
+                "INSERT INTO purchase_voids (code, sale_id) SELECT c, %s FROM unnest(%s::text[]) c"
+                " ON CONFLICT DO NOTHING",
+                (sale_id, voided),
             )
-            return {row[0] for row in cur.fetchall()}
+        return confirmed, set(voided)
 
     # --- checkout attempts ----------------------------------------------------------------
 
-    def insert_attempts(self, rows: Sequence[AttemptRow]) -> int:
-        """One INSERT of the whole batch (a column per array, so psycopg2 quotes in C); rows
-        already present, from a re-drain, are skipped by their key."""
+    def insert_attempts(self, rows: Sequence[AttemptRow]) -> list[str]:
+        """Insert a drained batch in one statement (a column per array, so psycopg2 quotes in
+        C). A row already present is skipped by its key: a re-drain, or the pod that answered
+        the request `unavailable` wrote it first. Returns the codes of the batch's `ok` rows
+        that such a pod's row superseded: reservations nobody was told of."""
         if not rows:
-            return 0
+            return []
         with self.cursor() as cur:
             cur.execute(
                 "INSERT INTO checkout_attempts"
@@ -287,7 +309,7 @@ class Database:
                 " SELECT k, s, u, i, o, c, to_timestamp(t / 1000.0)"
                 " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
                 " %s::text[], %s::bigint[]) AS batch (k, s, u, i, o, c, t)"
-                " ON CONFLICT (attempt_key) DO NOTHING",
+                " ON CONFLICT (attempt_key, created_at) DO NOTHING RETURNING attempt_key",
                 (
                     [r.attempt_key for r in rows],
                     [r.sale_id for r in rows],
@@ -298,7 +320,119 @@ class Database:
                     [r.created_ms for r in rows],
                 ),
             )
-            return cur.rowcount
+            inserted = {row[0] for row in cur.fetchall()}
+            skipped_ok = {r.attempt_key: r.code for r in rows if r.attempt_key not in inserted}
+            skipped_ok = {k: c for k, c in skipped_ok.items() if c}
+            if not skipped_ok:
+                return []
+            # A statement of its own: it sees a row another writer committed meanwhile.
+            cur.execute(
+                "SELECT attempt_key FROM checkout_attempts"
+                " WHERE attempt_key = ANY(%s) AND outcome = 'unavailable'",
+                (list(skipped_ok),),
+            )
+            return [skipped_ok[row[0]] for row in cur.fetchall()]
+
+    def insert_attempt(self, row: AttemptRow) -> str | None:
+        """Write one attempt straight into PostgreSQL (Redis did not answer in time), with the
+        outcome the client is answered. If the outbox's row of the same request got here
+        first, it is overwritten; returns its code when it said `ok`: a reservation Redis made
+        but nobody was told of."""
+        values = (
+            row.attempt_key,
+            row.sale_id,
+            row.user_id,
+            row.item_id,
+            row.outcome,
+            row.code,
+            _ts(row.created_ms),
+        )
+        with self.cursor() as cur:
+            cur.execute(
+                "INSERT INTO checkout_attempts"
+                " (attempt_key, sale_id, user_id, item_id, outcome, code, created_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (attempt_key, created_at) DO NOTHING",
+                values,
+            )
+            if cur.rowcount == 1:
+                return None
+            cur.execute(
+                "UPDATE checkout_attempts a SET outcome = %s, code = %s FROM ("
+                "  SELECT attempt_key, created_at, outcome, code FROM checkout_attempts"
+                "  WHERE attempt_key = %s AND created_at = %s FOR UPDATE) old"
+                " WHERE a.attempt_key = old.attempt_key AND a.created_at = old.created_at"
+                " RETURNING old.outcome, old.code",
+                (row.outcome, row.code, row.attempt_key, _ts(row.created_ms)),
+            )
+            old = cur.fetchone()
+        return old[1] if old and old[0] == "ok" else None
+
+    def ensure_attempt_partitions(self, first: date, days: int) -> list[str]:
+        """Make the day partitions of checkout_attempts from `first` on, `days` of them, unless
+        they exist; rows the default partition caught for such a day move into it. Returns the
+        partitions made."""
+        made = []
+        with self.cursor() as cur:
+            cur.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " WHERE i.inhparent = 'checkout_attempts'::regclass"
+            )
+            existing = {row[0] for row in cur.fetchall()}
+        for offset in range(days):
+            day = first + timedelta(days=offset)
+            name = f"checkout_attempts_{day:%Y%m%d}"
+            if name in existing:
+                continue
+            low = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            high = low + timedelta(days=1)
+            with self.cursor() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+                cur.execute("SELECT to_regclass(%s)", (name,))
+                if cur.fetchone()[0] is not None:
+                    continue  # another process made it while we waited
+                cur.execute(
+                    sql.SQL(
+                        "CREATE TABLE {0} (LIKE checkout_attempts INCLUDING DEFAULTS);"
+                        " WITH moved AS (DELETE FROM checkout_attempts_default"
+                        "   WHERE created_at >= %(low)s AND created_at < %(high)s RETURNING *)"
+                        " INSERT INTO {0} SELECT * FROM moved;"
+                        " ALTER TABLE checkout_attempts ATTACH PARTITION {0}"
+                        "   FOR VALUES FROM (%(low)s) TO (%(high)s)"
+                    ).format(sql.Identifier(name)),
+                    {"low": low, "high": high},
+                )
+            made.append(name)
+        return made
+
+    def prune_attempts(self, before: date) -> list[str]:
+        """Drop the day partitions of checkout_attempts that end on or before `before` (and the
+        default partition's rows older than it). Never a purchase, never a sale's row."""
+        dropped = []
+        with self.cursor() as cur:
+            cur.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " WHERE i.inhparent = 'checkout_attempts'::regclass"
+                " AND c.relname ~ '^checkout_attempts_[0-9]{8}$' ORDER BY c.relname"
+            )
+            names = [row[0] for row in cur.fetchall()]
+        cutoff = before.strftime("%Y%m%d")
+        for name in names:
+            if name.removeprefix("checkout_attempts_") >= cutoff:
+                continue
+            with self.cursor() as cur:
+                cur.execute(
+                    sql.SQL(
+                        "ALTER TABLE checkout_attempts DETACH PARTITION {0}; DROP TABLE {0}"
+                    ).format(sql.Identifier(name))
+                )
+            dropped.append(name)
+        with self.cursor() as cur:
+            cur.execute(
+                "DELETE FROM checkout_attempts_default WHERE created_at < %s",
+                (datetime(before.year, before.month, before.day, tzinfo=UTC),),
+            )
+        return dropped
 
     def issued_claims(self, sale_id: str) -> dict[str, tuple[str, str]]:
         """code -> (item_id, user_id) of every successful checkout of the sale drained so far."""

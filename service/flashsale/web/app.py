@@ -151,7 +151,7 @@ def create_app(service: SaleService) -> falcon.App:
     app.add_route("/purchase", resources.Purchase(service, callers))
     app.add_route("/sale/status", resources.SaleStatus(service, callers))
     app.add_route("/sale/items", resources.SaleItems(service, callers))
-    app.add_route("/images/{sale_id}/{item_id}.svg", resources.ItemImage(service))
+    app.add_route("/images/{sale_id}/{item_id}.svg", resources.ItemImage(service, callers))
     app.add_route("/healthz", resources.Health())
     app.add_route("/readyz", resources.Ready(service))
     app.add_route("/metrics", resources.Metrics(lambda: render(collector, settings.metrics_dir)))

@@ -75,14 +75,15 @@ class SaleItems:
 
 
 class ItemImage:
-    def __init__(self, service: SaleService):
+    def __init__(self, service: SaleService, callers: Callers):
         self._service = service
+        self._callers = callers
 
     def on_get(
         self, req: falcon.Request, resp: falcon.Response, sale_id: str, item_id: str
     ) -> None:
         resp.content_type = "image/svg+xml"
-        resp.text = self._service.item_image(sale_id, item_id)
+        resp.text = self._service.item_image(sale_id, item_id, self._callers(req))
         resp.cache_control = ["public", "max-age=86400", "immutable"]
 
 

@@ -37,11 +37,13 @@ class ItemState(NamedTuple):
 class Claim(NamedTuple):
     """What the codes hash holds for a code: its item, its user, and when it expires (for a
     purchase restored from PostgreSQL, when it was bought; 0 for a code that can no longer be
-    bought)."""
+    bought); `again` once a second checkout of the same user answered with it."""
 
     item_id: str
     user_id: str
     expires_ms: int
+    again: bool = False
 
     def encode(self) -> str:
-        return f"{self.item_id} {self.user_id} {self.expires_ms}"
+        text = f"{self.item_id} {self.user_id} {self.expires_ms}"
+        return text + " again" if self.again else text

@@ -30,6 +30,7 @@ _SCRIPTS = (
     "checkout",
     "purchase",
     "revert",
+    "release",
     "adopt",
     "record_attempt",
     "status",
@@ -43,7 +44,8 @@ _MISSING = "\0"  # record_attempt.lua's stand-in for a parameter the request did
 
 
 class CheckoutAnswer(NamedTuple):
-    """checkout.lua's decision. `sale_id` is the sale the attempt was filed under ('' if none)."""
+    """checkout.lua's decision. `sale_id` is the sale the attempt was filed under ('' if none).
+    `late`: Redis ran it after the caller's deadline, so it decided and recorded nothing."""
 
     outcome: str
     code: str
@@ -53,8 +55,9 @@ class CheckoutAnswer(NamedTuple):
 
 
 class PurchaseAnswer(NamedTuple):
-    """purchase.lua's decision: `kind` is sold (now), repeat (sold before under this code),
-    sale_missing (Redis does not hold the sale), rate_limited, code_not_found or code_expired."""
+    """purchase.lua's decision: `kind` is sold (now; `at_ms` is also its pending stamp), repeat
+    (sold before under this code), sale_missing (Redis does not hold the sale), rate_limited,
+    code_not_found, code_expired, or late (run after the caller's deadline: nothing done)."""
 
     kind: str
     item_id: str = ""
@@ -84,6 +87,7 @@ class OutboxEntry(NamedTuple):
     """A checkout attempt in a sale's outbox, as its script recorded it."""
 
     entry_id: str
+    attempt_key: str
     sale_id: str | None
     user_id: str | None
     item_id: str | None
@@ -155,9 +159,12 @@ class Inventory:
         user_rate: float,
         ip_rate: float,
         client_ip: str,
+        attempt_key: str,
+        deadline_ms: int,
         seen_open: bool = False,
     ) -> CheckoutAnswer:
-        """Decide and record one checkout (checkout.lua). `seen_open`: the caller saw the sale
+        """Decide and record one checkout (checkout.lua), as the attempt `attempt_key`, unless
+        Redis's clock is past `deadline_ms` when it runs. `seen_open`: the caller saw the sale
         open, so its absence means Redis lost it."""
         keys = keys_for(sale_id)
         outcome, code, expires, retry_ms, filed_under = self._eval(
@@ -181,6 +188,8 @@ class Inventory:
                 user_rate,
                 ip_rate,
                 sale_id if seen_open else "",
+                attempt_key,
+                deadline_ms,
             ],
         )
         return CheckoutAnswer(outcome, code, int(expires), int(retry_ms), filed_under)
@@ -200,8 +209,10 @@ class Inventory:
         user_rate: float,
         ip_rate: float,
         client_ip: str,
+        deadline_ms: int,
     ) -> PurchaseAnswer:
-        """Turn the code's reservation into a sale, pending until PostgreSQL has it."""
+        """Turn the code's reservation into a sale, pending until PostgreSQL has it, unless
+        Redis's clock is past `deadline_ms` when it runs."""
         keys = keys_for(sale_id)
         answer = self._eval(
             "purchase",
@@ -213,7 +224,15 @@ class Inventory:
                 keys.pending,
                 keys.ip_bucket(client_ip),
             ],
-            [code, now_ms, user_rate, ip_rate, keys.user_prefix, keys.user_bucket_prefix],
+            [
+                code,
+                now_ms,
+                user_rate,
+                ip_rate,
+                keys.user_prefix,
+                keys.user_bucket_prefix,
+                deadline_ms,
+            ],
         )
         kind = answer[0]
         if kind == "rate_limited":
@@ -227,12 +246,25 @@ class Inventory:
         """PostgreSQL holds the purchase: it is no longer pending."""
         self._execute("ZREM", keys_for(sale_id).pending, code)
 
-    def revert(self, sale_id: str, code: str) -> bool:
-        """Undo a pending purchase PostgreSQL did not record (revert.lua)."""
+    def revert(self, sale_id: str, code: str, stamp: int) -> bool:
+        """The request that sold a purchase undoes it (PostgreSQL surely did not record it),
+        unless a retry touched it since (revert.lua). Returns whether it did."""
         keys = keys_for(sale_id)
         return bool(
             self._eval(
                 "revert",
+                [keys.meta, keys.items, keys.codes, keys.reserved, keys.pending],
+                [code, keys.user_prefix, stamp],
+            )
+        )
+
+    def release(self, sale_id: str, code: str) -> bool:
+        """The code's hold on its item goes: a reservation nobody was told of, or a purchase
+        voided in PostgreSQL (release.lua). Returns whether it did."""
+        keys = keys_for(sale_id)
+        return bool(
+            self._eval(
+                "release",
                 [keys.meta, keys.items, keys.codes, keys.reserved, keys.pending],
                 [code, keys.user_prefix],
             )
@@ -264,18 +296,25 @@ class Inventory:
         now_ms: int,
         user_id: str | None,
         item_id: str | None,
-    ) -> None:
-        """Record an attempt decided before checkout.lua could run (record_attempt.lua)."""
+        attempt_key: str,
+        deadline_ms: int,
+    ) -> bool:
+        """Record an attempt decided before checkout.lua could run (record_attempt.lua). False
+        when Redis ran it after `deadline_ms` and recorded nothing."""
         keys = keys_for(sale_id)
-        self._eval(
-            "record_attempt",
-            [keys.meta, keys.outbox],
-            [
-                outcome,
-                now_ms,
-                _MISSING if user_id is None else user_id,
-                _MISSING if item_id is None else item_id,
-            ],
+        return bool(
+            self._eval(
+                "record_attempt",
+                [keys.meta, keys.outbox],
+                [
+                    outcome,
+                    now_ms,
+                    _MISSING if user_id is None else user_id,
+                    _MISSING if item_id is None else item_id,
+                    attempt_key,
+                    deadline_ms,
+                ],
+            )
         )
 
     # --- reads ------------------------------------------------------------------------------
@@ -485,9 +524,11 @@ class Inventory:
 
 
 def _entry(entry_id: str, fields: dict[str, str]) -> OutboxEntry:
-    """Stream fields: s sale, u user, i item, o outcome, c code, t ms (see checkout.lua)."""
+    """Stream fields: k attempt key, s sale, u user, i item, o outcome, c code, t ms (see
+    checkout.lua)."""
     return OutboxEntry(
         entry_id,
+        fields.get("k", ""),
         fields.get("s") or None,
         fields.get("u"),
         fields.get("i"),

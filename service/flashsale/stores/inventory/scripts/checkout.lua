@@ -20,13 +20,19 @@ local fresh     = ARGV[5]            -- the code to hand out if this checkout re
 local user_rate = tonumber(ARGV[6])  -- requests per second per user, 0 = off
 local ip_rate   = tonumber(ARGV[7])  -- requests per second per client address, 0 = off
 local seen_open = ARGV[8]            -- this sale's id if the caller saw it open, else ''
+local key       = ARGV[9]            -- the attempt's name, chosen by the pod (its row's key)
+local deadline  = ARGV[10]           -- ms: past it by Redis's clock the caller gave up
+
+if deadline_passed(deadline) then
+  return {'late', '', 0, 0, ''}
+end
 
 local meta = redis.call('HMGET', meta_key, 'sale_id', 'starts_ms', 'ends_ms', 'total', 'limit', 'sold', 'expire_ms')
 local sale_id = meta[1] or ''
 
 -- Every outcome is recorded in the same atomic step that decides it: no answer without a record.
 local function answer(outcome, code, expires, retry_ms)
-  redis.call('XADD', outbox_key, '*', 's', sale_id, 'u', user_id, 'i', item_id,
+  redis.call('XADD', outbox_key, '*', 'k', key, 's', sale_id, 'u', user_id, 'i', item_id,
              'o', outcome, 'c', code or '', 't', now_text)
   return {outcome, code or '', expires or 0, retry_ms or 0, sale_id}
 end
@@ -66,7 +72,9 @@ end
 local kind, until_ms, holder, held_code = parse_state(state)
 local live = kind == 'R' and until_ms > now
 if live and holder == user_id then
-  -- The same user asking again for an item they hold gets the same code; it counts once.
+  -- The same user asking again for an item they hold gets the same code; it counts once. The
+  -- claim says the code was told again: release.lua never frees a reservation told twice.
+  redis.call('HSET', codes_key, held_code, format_claim(item_id, user_id, until_ms, true))
   return answer('ok', held_code, until_ms)
 end
 

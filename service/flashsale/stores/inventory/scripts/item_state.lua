@@ -5,7 +5,12 @@
 --   "-"                                  free
 --   "R <expires_ms> <user_id> <code>"    reserved until expires_ms (free again once it passed)
 --   "S <purchased_ms> <user_id> <code>"  sold
--- Claims (the codes hash, code -> claim): "<item_id> <user_id> <expires_ms>".
+-- Claims (the codes hash, code -> claim): "<item_id> <user_id> <expires_ms>", and " again" once
+-- a second checkout of the same user answered with the code (so it was told at least once).
+--
+-- deadline_passed(deadline_ms): whether Redis's own clock is past the caller's deadline. A
+-- script that writes checks it first and writes nothing when it is: the caller has given up
+-- and answered `unavailable` (and recorded that), so the call must not be decided after all.
 
 -- kind ('R' or 'S', nil when free or missing), the time, the holder and the code of a state.
 local function parse_state(state)
@@ -20,15 +25,20 @@ local function format_state(kind, at, user_id, code)
   return kind .. ' ' .. at .. ' ' .. user_id .. ' ' .. code
 end
 
--- item_id, user_id and expires_ms (a number) of a claim; nil when there is none.
+-- item_id, user_id, expires_ms (a number) and whether it was told again; nil when none.
 local function parse_claim(claim)
   if not claim then
     return nil
   end
-  local item_id, user_id, expires = string.match(claim, '^(%S+) (%S+) (%d+)$')
-  return item_id, user_id, tonumber(expires)
+  local item_id, user_id, expires, rest = string.match(claim, '^(%S+) (%S+) (%d+)(.*)$')
+  return item_id, user_id, tonumber(expires), rest == ' again'
 end
 
-local function format_claim(item_id, user_id, expires)
-  return item_id .. ' ' .. user_id .. ' ' .. expires
+local function format_claim(item_id, user_id, expires, again)
+  return item_id .. ' ' .. user_id .. ' ' .. expires .. (again and ' again' or '')
+end
+
+local function deadline_passed(deadline_ms)
+  local now = redis.call('TIME')
+  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(deadline_ms)
 end

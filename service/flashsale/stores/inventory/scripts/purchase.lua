@@ -8,7 +8,7 @@ local meta_key     = KEYS[1]  -- hash: sale_id, ends_ms, sold, ...
 local items_key    = KEYS[2]  -- hash: item_id -> state (item_state.lua)
 local codes_key    = KEYS[3]  -- hash: code -> claim (item_state.lua)
 local reserved_key = KEYS[4]  -- zset: item_id scored by reservation expiry
-local pending_key  = KEYS[5]  -- zset: code scored by the ms it was sold, until PostgreSQL has it
+local pending_key  = KEYS[5]  -- zset: code -> stamp (ms sold, moved on by retries) until confirmed
 local ip_bucket    = KEYS[6]  -- string: token bucket of this client address
 
 local code          = ARGV[1]
@@ -19,6 +19,11 @@ local ip_rate       = tonumber(ARGV[4])  -- requests per second per client addre
 -- they live in the same slot as KEYS and Redis Cluster serves them from the same node.
 local user_prefix   = ARGV[5]            -- "<sale prefix>user:"  + user_id -> zset of the user
 local bucket_prefix = ARGV[6]            -- "<sale prefix>bucket:u:" + user_id -> token bucket
+local deadline      = ARGV[7]            -- ms: past it by Redis's clock the caller gave up
+
+if deadline_passed(deadline) then
+  return {'late'}
+end
 
 local sale_id = redis.call('HGET', meta_key, 'sale_id')
 if not sale_id then
@@ -45,7 +50,13 @@ end
 
 local kind, at_ms, _, held_code = parse_state(redis.call('HGET', items_key, item_id))
 if kind == 'S' and held_code == code then
-  -- A retry of a purchase that went through: the same purchase again.
+  -- A retry of a purchase: the same purchase again. While it is pending, this request may
+  -- commit it too, so its stamp moves on: the request that sold it may no longer revert it
+  -- (revert.lua), and the sweeper's grace starts again.
+  local stamp = redis.call('ZSCORE', pending_key, code)
+  if stamp then
+    redis.call('ZADD', pending_key, math.max(now, tonumber(stamp) + 1), code)
+  end
   return {'repeat', item_id, user_id, at_ms, sale_id}
 end
 local ends = tonumber(redis.call('HGET', meta_key, 'ends_ms'))

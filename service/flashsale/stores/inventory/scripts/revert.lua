@@ -1,19 +1,24 @@
--- revert.lua: undoes a purchase that PostgreSQL did not record, back to the reservation it was.
+-- revert.lua: the request that sold a purchase undoes it, back to the reservation it was, because
+-- PostgreSQL surely did not record it.
 -- requires: item_state
 --
--- Only a purchase still pending is reverted, so a revert racing a confirmation or a second
--- revert changes nothing. If the reservation has expired meanwhile, the item is simply free.
+-- Only while no other request has touched it: a retry of the same code that saw it sold may be
+-- committing it right now (purchase.lua moves the stamp on), and then it stays pending for the
+-- sweeper, which decides against PostgreSQL. So a purchase any request answered 200 (or may
+-- still answer 200) is never reverted. If the reservation expired meanwhile, the item is free.
 local meta_key     = KEYS[1]  -- hash: sold counter
 local items_key    = KEYS[2]  -- hash: item_id -> state (item_state.lua)
 local codes_key    = KEYS[3]  -- hash: code -> claim (item_state.lua)
 local reserved_key = KEYS[4]  -- zset: item_id scored by reservation expiry
-local pending_key  = KEYS[5]  -- zset: code scored by the ms it was sold
+local pending_key  = KEYS[5]  -- zset: code -> stamp, until PostgreSQL has the purchase
 
 local code        = ARGV[1]
 local user_prefix = ARGV[2]  -- "<sale prefix>user:" + user_id -> zset of the user (same slot)
+local stamp       = ARGV[3]  -- the stamp purchase.lua gave the request that sold it
 
-if not redis.call('ZSCORE', pending_key, code) then
-  return 0
+local held = redis.call('ZSCORE', pending_key, code)
+if not held or tonumber(held) ~= tonumber(stamp) then
+  return 0  -- confirmed, settled, or touched by a retry since
 end
 redis.call('ZREM', pending_key, code)
 local item_id, user_id, expires = parse_claim(redis.call('HGET', codes_key, code))
