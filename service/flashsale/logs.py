@@ -27,8 +27,11 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO") -> None:
+    """Every line on stderr one JSON object: Python's warnings too (logger `py.warnings`).
+    gunicorn's own lines take the same formatter through gunicorn_conf.logconfig_dict."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.captureWarnings(True)
