@@ -16,9 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from flashsale.dev.servers import free_port
+from flashsale.logs import gunicorn_logger
 from tests.support import serving, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +68,31 @@ def test_serve_listens_on_every_interface_and_logs_only_json(
     for expected in ("Starting gunicorn", "Booting worker", "Worker exiting", "Shutting down"):
         assert expected in said, said
     assert all({"time", "level", "logger", "message"} <= entry.keys() for entry in entries)
+    # The app logs each request itself; gunicorn's access line would repeat it.
+    assert not [entry for entry in entries if entry["logger"] == "gunicorn.access"]
+
+
+class Untouchable:
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"read .{name}")
+
+
+def test_gunicorn_builds_no_access_line_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a logconfig_dict, gunicorn's own logger builds an access line for every request."""
+    from gunicorn import glogging
+    from gunicorn.config import Config
+
+    monkeypatch.setattr(glogging, "dictConfig", lambda config: None)  # this process's logging
+    config = Config()
+    config.set("errorlog", os.devnull)
+    config.set("logconfig_dict", {"version": 1})
+    logger = gunicorn_logger()(config)
+    try:
+        logger.access(Untouchable(), Untouchable(), {}, Untouchable())
+    finally:
+        for handler in logger.error_log.handlers[:]:
+            logger.error_log.removeHandler(handler)
+            handler.close()
 
 
 def test_dev_listens_on_loopback_and_its_banner_lines_work(

@@ -19,6 +19,7 @@ import orjson
 from gunicorn import util
 
 from flashsale.config import Settings
+from flashsale.logs import gunicorn_logger
 from flashsale.web.errors import error_body
 
 _settings = Settings.from_env()
@@ -45,9 +46,9 @@ logconfig_dict = {
     "root": {"level": _settings.log_level, "handlers": ["stderr"]},
     "loggers": {
         "gunicorn.error": {"level": _settings.log_level, "handlers": [], "propagate": True},
-        "gunicorn.access": {"level": _settings.log_level, "handlers": [], "propagate": True},
     },
 }
+logger_class = gunicorn_logger()  # no access lines of gunicorn's: the app logs each request
 proc_name = "flashsale"
 # gunicorn 27 opens a control socket under $HOME; a read-only container root has no room.
 control_socket_disable = True
