@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg2
@@ -169,3 +171,23 @@ def test_database_url_is_dropped_after_use(postgres_server, database_url: str) -
     names = {row[0] for row in _query(postgres_server.url, "SELECT datname FROM pg_database")}
     assert database_url.rsplit("/", 1)[1] in names
     assert _seen["database"] not in names
+
+
+# --- out of the request path -------------------------------------------------------------------
+
+
+def test_nothing_that_serves_requests_imports_the_dev_package(service_env: dict[str, str]) -> None:
+    """The web tier (what gunicorn loads) and the jobs run without flashsale.dev."""
+    modules = ["flashsale.gunicorn_conf", "flashsale.web.wsgi", "flashsale.commands"]
+    probe = "import importlib, sys\n"
+    probe += "".join(f"importlib.import_module({name!r})\n" for name in modules)
+    probe += "print(sorted(m for m in sys.modules if m.startswith('flashsale.dev')))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=service_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
