@@ -117,7 +117,7 @@ def require(name: str) -> str:
     if found:
         return found
     if os.environ.get("CI"):
-        pytest.fail(f"{tool.missing_line()} -- CI runs every test", pytrace=False)
+        pytest.fail(f"{tool.missing_line()} -- CI is set: it fails instead", pytrace=False)
     pytest.skip(tool.missing_line())
 
 
