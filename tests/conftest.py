@@ -1,8 +1,8 @@
 """Shared fixtures. The tests talk to real Redis and PostgreSQL servers: the ones named by
-REDIS_URL / DATABASE_URL when set, else servers started for the session by `flashsale.devservers`
-(system binaries, or the `embedded` extra). A test that stops or restarts a server starts its own
-with `devservers.start_redis(tmp_path)` / `devservers.start_postgres(tmp_path)`; the session
-servers stay up for everyone else."""
+REDIS_URL / DATABASE_URL when set, else servers started for the session by
+`flashsale.dev.servers` (system binaries, or the `embedded` extra). A test that stops or restarts a
+server starts its own with `start_redis(tmp_path)` / `start_postgres(tmp_path)`; the session
+servers stay up for everyone else. Redis Sentinel and Cluster setups are in `tests/servers.py`."""
 
 from __future__ import annotations
 
@@ -18,8 +18,16 @@ import falcon.testing
 import pytest
 import redis
 
-from flashsale import devservers
 from flashsale.config import Settings
+from flashsale.dev.servers import (
+    PostgresServer,
+    RedisServer,
+    create_database,
+    drop_database,
+    start_postgres,
+    start_redis,
+    unique_database_name,
+)
 from flashsale.sale.keeper import SaleKeeper
 from flashsale.sale.service import SaleService
 from flashsale.stores.migrate import migrate
@@ -41,16 +49,16 @@ class ExternalServer:
 @pytest.fixture(scope="session")
 def redis_server(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[devservers.RedisServer | ExternalServer]:
+) -> Iterator[RedisServer | ExternalServer]:
     if url := os.environ.get("REDIS_URL"):
         yield ExternalServer(url)
         return
-    with devservers.start_redis(tmp_path_factory.mktemp("redis")) as server:
+    with start_redis(tmp_path_factory.mktemp("redis")) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[devservers.PostgresServer | ExternalServer]:
+def postgres_server() -> Iterator[PostgresServer | ExternalServer]:
     if url := os.environ.get("DATABASE_URL"):
         yield ExternalServer(url)
         return
@@ -58,14 +66,14 @@ def postgres_server() -> Iterator[devservers.PostgresServer | ExternalServer]:
     # the postgres user out of a server still in use.
     state = Path(tempfile.mkdtemp(prefix="flashsale-test-pg-"))
     try:
-        with devservers.start_postgres(state) as server:
+        with start_postgres(state) as server:
             yield server
     finally:
         shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture
-def redis_url(redis_server: devservers.RedisServer | ExternalServer) -> str:
+def redis_url(redis_server: RedisServer | ExternalServer) -> str:
     """The session Redis, emptied (FLUSHDB of its db) before the test."""
     client = redis.Redis.from_url(redis_server.url)
     try:
@@ -76,12 +84,12 @@ def redis_url(redis_server: devservers.RedisServer | ExternalServer) -> str:
 
 
 @pytest.fixture
-def database_url(postgres_server: devservers.PostgresServer | ExternalServer) -> Iterator[str]:
+def database_url(postgres_server: PostgresServer | ExternalServer) -> Iterator[str]:
     """A fresh, empty database on the session server, dropped after the test."""
-    name = devservers.unique_database_name()
-    url = devservers.create_database(postgres_server.url, name)
+    name = unique_database_name()
+    url = create_database(postgres_server.url, name)
     yield url
-    devservers.drop_database(postgres_server.url, name)
+    drop_database(postgres_server.url, name)
 
 
 # --- application fixtures ----------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import psycopg2
 import redis
 import requests
 
+from flashsale.dev.servers import free_port
 from flashsale.domain import Sale
 from flashsale.sale.audit import audit_sale
 from flashsale.sale.keeper import SaleKeeper
@@ -75,12 +75,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def flashsale(

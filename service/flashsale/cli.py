@@ -8,9 +8,10 @@ from collections.abc import Callable, Sequence
 
 
 def _add_commands(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser(
+    p = sub.add_parser(
         "dev", help="run everything on this machine (embedded Redis/PostgreSQL if unset)"
     )
+    p.add_argument("--host", help="address to listen on (default: HOST, else 127.0.0.1)")
     sub.add_parser("serve", help="serve HTTP under gunicorn with gevent workers")
     sub.add_parser("migrate", help="apply the SQL migrations; safe to run again")
     p = sub.add_parser(

@@ -220,6 +220,6 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def dev(args: argparse.Namespace) -> int:
-    from flashsale.devrun import run_dev
+    from flashsale.dev.run import run_dev
 
-    return run_dev(_settings())
+    return run_dev(_settings(), host=args.host)

@@ -1,14 +1,12 @@
 """Fixtures of the chart tests: a real `helm` binary and the chart rendered for every values set.
 
 helm comes from $HELM, .tools/bin (scripts/get-helm.sh puts it there) or PATH. Without it the chart
-tests skip on a developer's machine and FAIL in CI (CI is set), so CI never passes by not looking.
+tests skip on a developer's machine and FAIL in CI (CI is set): `require` in tests/tools.py.
 """
 
 from __future__ import annotations
 
 import base64
-import os
-import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,6 +15,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.tools import require
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "flashsale"
@@ -33,22 +33,9 @@ VALUES_SETS: dict[str, list[Path]] = {
 }
 
 
-def find_helm() -> str | None:
-    for candidate in (os.environ.get("HELM"), str(ROOT / ".tools" / "bin" / "helm")):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return shutil.which("helm")
-
-
 @pytest.fixture(scope="session")
 def helm() -> str:
-    found = find_helm()
-    if found:
-        return found
-    message = "no helm binary: run scripts/get-helm.sh (puts helm in .tools/bin) or set $HELM"
-    if os.environ.get("CI"):
-        pytest.fail(message + " -- CI must run the chart tests", pytrace=False)
-    pytest.skip(message)
+    return require("helm")
 
 
 @dataclass

@@ -347,11 +347,11 @@ def served_stack(
     """`flashsale serve` on a database of its own and a Redis db of its own (so other tests'
     FLUSHDB never touches it), with a sale open: yields (base URL, env, process). For module-scoped
     servers that many tests share."""
-    from flashsale import devservers
+    from flashsale.dev.servers import create_database, drop_database, unique_database_name
     from flashsale.stores.migrate import migrate
 
-    name = devservers.unique_database_name()
-    database = devservers.create_database(postgres_url, name)
+    name = unique_database_name()
+    database = create_database(postgres_url, name)
     try:
         migrate(database)
         env = {
@@ -375,4 +375,4 @@ def served_stack(
         with serving(env, log_dir, workers=workers) as (base, proc):
             yield base, env, proc
     finally:
-        devservers.drop_database(postgres_url, name)
+        drop_database(postgres_url, name)

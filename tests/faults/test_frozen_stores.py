@@ -12,7 +12,7 @@ import psycopg2
 import redis
 import requests
 
-from flashsale import devservers
+from flashsale.dev.servers import start_redis
 from tests.faults.conftest import ITEMS, USER_LIMIT
 from tests.faults.harness import Shoppers, Tally, check_sale, query, sale_id_of, sell_out
 from tests.support import serving
@@ -24,7 +24,7 @@ def test_frozen_redis_gives_quick_503s_then_recovers(fault_env: dict[str, str], 
     """Redis is SIGSTOPped under load: its sockets stay open but nothing answers. Every
     request still gets an answer, 503 `unavailable`, within FLASHSALE_REDIS_TIMEOUT (0.5 s
     here), not a hang; when it resumes, the sale goes on and sells out exactly."""
-    with devservers.start_redis(tmp_path / "redis", appendonly=True) as store:
+    with start_redis(tmp_path / "redis", appendonly=True) as store:
         env = {**fault_env, "REDIS_URL": store.url}
         sale_id = sale_id_of(env)
         pid = redis.Redis.from_url(store.url).info("server")["process_id"]

@@ -9,8 +9,8 @@ import pytest
 import redis
 import requests
 
-from flashsale import devservers
 from flashsale.config import Settings
+from flashsale.dev.servers import start_postgres
 from flashsale.domain import SaleError
 from flashsale.stores.inventory.keys import keys_for
 from flashsale.stores.migrate import migrate
@@ -28,7 +28,7 @@ def test_postgres_away_checkouts_continue_purchases_wait(fault_env: dict[str, st
     in the outbox), purchases answer 503 `unavailable` and are undone in Redis, so no 200 is
     ever sent for a purchase PostgreSQL does not hold. When it is back, the outbox drains,
     purchases succeed again and the sale sells out exactly."""
-    with devservers.start_postgres(tmp_path / "postgres") as store:
+    with start_postgres(tmp_path / "postgres") as store:
         migrate(store.url)
         env = {**fault_env, "DATABASE_URL": store.url}
         sale_id = sale_id_of(env)
@@ -69,7 +69,7 @@ def test_a_purchase_postgresql_never_got_is_undone_at_once(
     that connection dead before any COMMIT was sent, so nothing can have been written: Redis
     undoes the sale at once instead of leaving it pending for the grace period (an item held
     that long for nothing could go unsold at the end of a sale)."""
-    with devservers.start_postgres(tmp_path / "postgres") as store:
+    with start_postgres(tmp_path / "postgres") as store:
         migrate(store.url)
         env = {**fault_env, "DATABASE_URL": store.url}
         keys = keys_for(sale_id_of(env))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import requests
 
-from flashsale import devservers
+from flashsale.dev.servers import start_redis
 from tests.faults.conftest import ITEMS, USER_LIMIT
 from tests.faults.harness import Shoppers, check_sale, sale_id_of, sell_out, wait_settled
 from tests.support import serving
@@ -30,7 +30,7 @@ def test_redis_restart_with_aof(fault_env: dict[str, str], tmp_path: Path):
     """While Redis is away every request is answered at once with 503 `unavailable` (checkout
     attempts go straight into PostgreSQL); once it is back the workers reconnect by themselves,
     the AOF brings the sale back as it was, and the sale sells out exactly."""
-    with devservers.start_redis(tmp_path / "redis", appendonly=True) as store:
+    with start_redis(tmp_path / "redis", appendonly=True) as store:
         env = {**fault_env, "REDIS_URL": store.url}
         sale_id = sale_id_of(env)
         with serving(env, tmp_path, workers=2) as (base, _):
@@ -59,7 +59,7 @@ def test_redis_restart_without_persistence(fault_env: dict[str, str], tmp_path: 
     that Redis loses without persistence are lost (at most one drain interval's worth); see
     docs/reliability.md. Everything the clients send while Redis is away or restoring is
     answered and recorded."""
-    with devservers.start_redis(tmp_path / "redis", appendonly=False) as store:
+    with start_redis(tmp_path / "redis", appendonly=False) as store:
         env = {**fault_env, "REDIS_URL": store.url}
         sale_id = sale_id_of(env)
         with serving(env, tmp_path, workers=2) as (base, _):

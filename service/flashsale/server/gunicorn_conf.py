@@ -15,12 +15,13 @@ import orjson
 from gunicorn import util
 
 from flashsale.config import Settings
+from flashsale.logs import gunicorn_logger
 from flashsale.server.sweeper import Sweeper
 from flashsale.web.errors import error_body
 
 _settings = Settings.from_env()
 
-bind = f"0.0.0.0:{_settings.port}"
+bind = f"{_settings.host or '0.0.0.0'}:{_settings.port}"  # noqa: S104 - a pod serves its network
 worker_class = "gevent"
 workers = _settings.web_concurrency or multiprocessing.cpu_count()
 worker_connections = 1000  # greenlets per worker
@@ -33,6 +34,18 @@ limit_request_field_size = 8190
 accesslog = None  # the app logs requests itself, as JSON
 errorlog = "-"
 loglevel = _settings.log_level.lower()
+# gunicorn's own lines (starting, booting and exiting workers) as JSON, like every other line.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "flashsale.logs.JsonFormatter"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "root": {"level": _settings.log_level, "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": _settings.log_level, "handlers": [], "propagate": True},
+    },
+}
+logger_class = gunicorn_logger()  # no access lines of gunicorn's: the app logs each request
 proc_name = "flashsale"
 # gunicorn 27 opens a control socket under $HOME; a read-only container root has no room.
 control_socket_disable = True

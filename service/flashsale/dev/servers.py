@@ -140,7 +140,9 @@ def die_with_parent() -> None:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nobody listens on now (the one helper for it: the tests and
+    the load kit take theirs here too). Another process may still take it before the caller."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
@@ -318,10 +320,10 @@ class _Server:
 _S = TypeVar("_S", bound=_Server)
 
 
-def _start_on_free_port(make: Callable[[int], _S]) -> _S:
+def start_on_free_port(make: Callable[[int], _S]) -> _S:
     """Start a server on a fresh free port, retrying if another process takes the port first."""
     for _ in range(3):
-        server = make(_free_port())
+        server = make(free_port())
         try:
             server.start()
         except _PortTaken:
@@ -333,7 +335,7 @@ def _start_on_free_port(make: Callable[[int], _S]) -> _S:
 # --- Redis -------------------------------------------------------------------------------------
 
 
-def _redis_command(port: int, command: bytes) -> bytes:
+def redis_command(port: int, command: bytes) -> bytes:
     """Send one inline command and return the first reply line; b"" if the server hung up."""
     with socket.create_connection((HOST, port), timeout=2) as sock:
         sock.sendall(command + b"\r\n")
@@ -352,16 +354,10 @@ class RedisServer(_Server):
         *,
         executable: Path,
         appendonly: bool,
-        cluster: bool = False,
-        replica_of: int | None = None,
     ) -> None:
         super().__init__(state_dir, port)
         self.executable = executable
         self.appendonly = appendonly
-        self.cluster = cluster
-        self.replica_of = replica_of
-        # The bus port defaults to port + 10000, past 65535 for most free ports: pick one too.
-        self.bus_port = _free_port() if cluster else 0
         self.data_dir = self.state_dir / "redis"
         self.config_path = self.state_dir / "redis.conf"
 
@@ -390,26 +386,22 @@ class RedisServer(_Server):
                     'save ""',  # no RDB snapshots: AOF or nothing
                     f"appendonly {'yes' if self.appendonly else 'no'}",
                     "appendfsync everysec",
-                    *(self._cluster_lines() if self.cluster else []),
-                    *([f"replicaof {HOST} {self.replica_of}"] if self.replica_of else []),
+                    *self._more_config(),
                     "",
                 ]
             )
         )
 
-    def _cluster_lines(self) -> list[str]:
-        return [
-            "cluster-enabled yes",
-            "cluster-config-file nodes.conf",
-            f"cluster-port {self.bus_port}",
-        ]
+    def _more_config(self) -> list[str]:
+        """Lines a variant adds to redis.conf (the tests' cluster nodes and replicas)."""
+        return []
 
     def _argv(self) -> list[str]:
         return [str(self.executable), str(self.config_path)]
 
     def _answers(self) -> bool:
         try:
-            return _redis_command(self.port, b"PING").startswith(b"+PONG")
+            return redis_command(self.port, b"PING").startswith(b"+PONG")
         except OSError:
             return False
 
@@ -417,7 +409,7 @@ class RedisServer(_Server):
         # SHUTDOWN fsyncs the AOF; NOSAVE because there is nothing to keep without it.
         command = b"SHUTDOWN" if self.appendonly else b"SHUTDOWN NOSAVE"
         with contextlib.suppress(OSError):
-            reply = _redis_command(self.port, command)
+            reply = redis_command(self.port, command)
             if reply.startswith(b"-"):
                 raise DevServerError(reply.decode(errors="replace").strip())
 
@@ -427,164 +419,9 @@ def start_redis(
 ) -> RedisServer:
     """Start Redis on a free port with its files in `state_dir`; returns once it answers PING."""
     exe = executable or find_redis_server()
-    return _start_on_free_port(
+    return start_on_free_port(
         lambda port: RedisServer(state_dir, port, executable=exe, appendonly=appendonly)
     )
-
-
-class RedisSentinel(RedisServer):
-    """A Redis Sentinel watching one primary, named `flashsale`, quick to fail it over."""
-
-    name = "redis-sentinel"
-    master_name = "flashsale"
-
-    def __init__(self, state_dir: Path, port: int, *, executable: Path, primary_port: int):
-        super().__init__(state_dir, port, executable=executable, appendonly=False)
-        self.primary_port = primary_port
-
-    @property
-    def url(self) -> str:
-        """What the service takes as REDIS_URL: the sentinels and the name they watch."""
-        return f"redis+sentinel://{HOST}:{self.port}/{self.master_name}"
-
-    def _prepare(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        name = self.master_name
-        self.config_path.write_text(
-            "\n".join(
-                [
-                    f"bind {HOST}",
-                    f"port {self.port}",
-                    f'dir "{self.state_dir}"',
-                    'logfile ""',
-                    f"sentinel monitor {name} {HOST} {self.primary_port} 1",
-                    f"sentinel down-after-milliseconds {name} 1000",
-                    f"sentinel failover-timeout {name} 5000",
-                    "",
-                ]
-            )
-        )
-
-    def _argv(self) -> list[str]:
-        return [str(self.executable), str(self.config_path), "--sentinel"]
-
-    def _shutdown(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-
-
-class RedisSentinelServers:
-    """A primary, its replica and a sentinel: a failover in miniature."""
-
-    def __init__(self, primary: RedisServer, replica: RedisServer, sentinel: RedisSentinel):
-        self.primary, self.replica, self.sentinel = primary, replica, sentinel
-
-    @property
-    def url(self) -> str:
-        return self.sentinel.url
-
-    def primary_port(self) -> int:
-        """The port of the node the sentinel currently names as primary."""
-        import redis
-
-        with redis.Redis(host=HOST, port=self.sentinel.port, decode_responses=True) as client:
-            _, port = client.sentinel_get_master_addr_by_name(self.sentinel.master_name)
-        return int(port)
-
-    def stop(self) -> None:
-        for server in (self.sentinel, self.replica, self.primary):
-            server.stop()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-
-def start_redis_sentinel(state_dir: Path) -> RedisSentinelServers:
-    """A primary (AOF on), a replica of it, and a sentinel; returns once the replica is in sync."""
-    exe = find_redis_server()
-    primary = start_redis(state_dir / "primary", executable=exe)
-    replica = _start_on_free_port(
-        lambda port: RedisServer(
-            state_dir / "replica", port, executable=exe, appendonly=True, replica_of=primary.port
-        )
-    )
-    sentinel = _start_on_free_port(
-        lambda port: RedisSentinel(
-            state_dir / "sentinel", port, executable=exe, primary_port=primary.port
-        )
-    )
-    servers = RedisSentinelServers(primary, replica, sentinel)
-    deadline = time.monotonic() + START_TIMEOUT
-    while b"master_link_status:up" not in _redis_command(replica.port, b"INFO replication"):
-        if time.monotonic() > deadline:
-            servers.stop()
-            raise DevServerError("the replica did not sync with the primary")
-        time.sleep(0.1)
-    return servers
-
-
-class RedisClusterServers:
-    """A Redis Cluster of a few primaries on one machine, each owning a range of the slots."""
-
-    def __init__(self, nodes: list[RedisServer]) -> None:
-        self.nodes = nodes
-
-    @property
-    def url(self) -> str:
-        return self.nodes[0].url
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-
-def start_redis_cluster(state_dir: Path, *, nodes: int = 3) -> RedisClusterServers:
-    """Start `nodes` cluster-enabled Redis servers, split the 16384 slots between them, and
-    introduce them to each other; returns once the cluster says it is ok."""
-    exe = find_redis_server()
-    servers = [
-        _start_on_free_port(
-            lambda port, i=i: RedisServer(
-                state_dir / f"node{i}", port, executable=exe, appendonly=False, cluster=True
-            )
-        )
-        for i in range(nodes)
-    ]
-    cluster = RedisClusterServers(servers)
-    try:
-        bounds = [16384 * i // nodes for i in range(nodes + 1)]
-        for server, start, end in zip(servers, bounds, bounds[1:], strict=False):
-            slots = " ".join(str(slot) for slot in range(start, end))
-            _redis_command(server.port, f"CLUSTER ADDSLOTS {slots}".encode())
-        for server in servers[1:]:
-            _redis_command(
-                servers[0].port, f"CLUSTER MEET {HOST} {server.port} {server.bus_port}".encode()
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while not all(_cluster_ok(server.port) for server in servers):
-            if time.monotonic() > deadline:
-                raise DevServerError("the Redis cluster did not reach cluster_state:ok")
-            time.sleep(0.1)
-    except BaseException:
-        cluster.stop()
-        raise
-    return cluster
-
-
-def _cluster_ok(port: int) -> bool:
-    import redis
-
-    with redis.Redis(host=HOST, port=port, socket_timeout=2, decode_responses=True) as client:
-        return client.cluster("INFO").get("cluster_state") == "ok"
 
 
 # --- PostgreSQL --------------------------------------------------------------------------------
@@ -762,7 +599,7 @@ def start_postgres(state_dir: Path, *, bin_dir: Path | None = None) -> PostgresS
     """Start PostgreSQL on a free port with its cluster in `state_dir` (created on first use,
     kept afterwards), create the `flashsale` database, and return once it answers."""
     bins = bin_dir or find_postgres_bin()
-    server = _start_on_free_port(lambda port: PostgresServer(state_dir, port, bin_dir=bins))
+    server = start_on_free_port(lambda port: PostgresServer(state_dir, port, bin_dir=bins))
     try:
         create_database(server.url_for("postgres"), PG_DATABASE)
     except BaseException:
