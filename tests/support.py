@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg2
 import redis
@@ -138,3 +141,73 @@ def serving(
                 os.killpg(proc.pid, 9)
                 proc.wait()
         log.close()
+
+
+class AnswerTrap:
+    """A TCP proxy in front of a store, for the faults between the service and it. Once armed,
+    the first connection that sends a chunk `fires(chunk, state)` accepts has that chunk
+    delivered, then loses every answer and, after `linger` seconds, the connection: the store
+    did the work, and the client cannot know. `state` is a dict per connection."""
+
+    def __init__(
+        self,
+        target: tuple[str, int],
+        fires: Callable[[bytes, dict], bool],
+        linger: float = 0.5,
+    ) -> None:
+        self.target = target
+        self.fires = fires
+        self.linger = linger
+        self.armed = threading.Event()
+        self.fired = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._closing = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, url: str) -> str:
+        """`url` (of the store behind the trap) with the trap's address in it."""
+        parts = urlsplit(url)
+        user = f"{parts.username}@" if parts.username else ""
+        return parts._replace(netloc=f"{user}127.0.0.1:{self.port}").geturl()
+
+    def _accept(self) -> None:
+        while not self._closing:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            state = {"swallow": False}
+            threading.Thread(target=self._up, args=(client, server, state), daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client, state), daemon=True).start()
+
+    def _up(self, client: socket.socket, server: socket.socket, state: dict) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                trapped = (
+                    self.armed.is_set() and not self.fired.is_set() and self.fires(data, state)
+                )
+                if trapped:
+                    state["swallow"] = True
+                    self.fired.set()
+                server.sendall(data)
+                if trapped:
+                    time.sleep(self.linger)  # the store does the work; its answer is lost
+                    break
+        for sock in (client, server):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _down(self, server: socket.socket, client: socket.socket, state: dict) -> None:
+        with contextlib.suppress(OSError):
+            while data := server.recv(65536):
+                if state["swallow"]:
+                    continue
+                client.sendall(data)
+        with contextlib.suppress(OSError):
+            client.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._closing = True
+        self._listener.close()

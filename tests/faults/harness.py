@@ -75,9 +75,19 @@ class Shoppers:
     """Threads of real HTTP clients running a sale to the end."""
 
     def __init__(
-        self, base: str, *, items: int, users: int, threads: int = 8, seed: int = 7
+        self,
+        base: str,
+        *,
+        items: int,
+        users: int,
+        threads: int = 8,
+        seed: int = 7,
+        clicks: int = 1,
     ) -> None:
+        """`clicks`: each purchase is sent this many times at once, as an impatient buyer's
+        double-click does (each on its own connection)."""
         self.base = base
+        self.clicks = clicks
         self.items = items
         self.users = [f"user-{n}" for n in range(users)]
         self.threads = threads
@@ -151,7 +161,10 @@ class Shoppers:
                     time.sleep(0.05)
                 if outcome != "ok":
                     continue
-                self.buy(session, body["code"])
+                if self.clicks == 1:
+                    self.buy(session, body["code"])
+                else:
+                    self._buy_clicking(body["code"])
 
     def buy(self, session: requests.Session, code: str) -> requests.Response | None:
         answer = self._post(session, "/purchase", code=code)
@@ -169,6 +182,17 @@ class Shoppers:
                 self._bought.add(body["item_id"])
         self.tally.count("/purchase", answer.status_code, outcome)
         return answer
+
+    def _buy_clicking(self, code: str) -> None:
+        def click() -> None:
+            with requests.Session() as own:
+                self.buy(own, code)
+
+        clicks = [threading.Thread(target=click) for _ in range(self.clicks)]
+        for thread in clicks:
+            thread.start()
+        for thread in clicks:
+            thread.join(CLIENT_TIMEOUT + 5)
 
     # --- the crowd --------------------------------------------------------------------------
 

@@ -4,9 +4,6 @@ must not undo in Redis a sale that PostgreSQL may hold."""
 from __future__ import annotations
 
 import contextlib
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,78 +12,25 @@ import requests
 
 from tests.faults.conftest import USER_LIMIT
 from tests.faults.harness import Tally, check_sale, query, sale_id_of, wait_settled
-from tests.support import serving
+from tests.support import AnswerTrap, serving
 
 
-class CommitTrap:
-    """A TCP proxy in front of PostgreSQL. Once armed, the first connection that sends an
-    INSERT INTO purchases and then COMMIT gets its COMMIT delivered, and then loses the
-    connection before the answer comes back: the client cannot know whether it committed."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.armed = threading.Event()
-        self.fired = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._closing = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self._closing:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.target)
-            state = {"insert": False, "swallow": False}
-            threading.Thread(target=self._up, args=(client, server, state), daemon=True).start()
-            threading.Thread(target=self._down, args=(server, client, state), daemon=True).start()
-
-    def _up(self, client: socket.socket, server: socket.socket, state: dict) -> None:
-        with contextlib.suppress(OSError):
-            while data := client.recv(65536):
-                if b"INSERT INTO purchases" in data:
-                    state["insert"] = True
-                trap = (
-                    self.armed.is_set()
-                    and not self.fired.is_set()
-                    and state["insert"]
-                    and b"COMMIT" in data
-                )
-                if trap:
-                    state["swallow"] = True
-                    self.fired.set()
-                server.sendall(data)
-                if trap:
-                    time.sleep(0.5)  # PostgreSQL commits; its answer is thrown away
-                    break
-                if b"COMMIT" in data or b"ROLLBACK" in data:
-                    state["insert"] = False
-        for sock in (client, server):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def _down(self, server: socket.socket, client: socket.socket, state: dict) -> None:
-        with contextlib.suppress(OSError):
-            while data := server.recv(65536):
-                if state["swallow"]:
-                    continue
-                client.sendall(data)
-        with contextlib.suppress(OSError):
-            client.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        self._closing = True
-        self._listener.close()
+def commits_a_purchase(data: bytes, state: dict) -> bool:
+    """The COMMIT of a transaction that inserted into purchases."""
+    if b"INSERT INTO purchases" in data:
+        state["insert"] = True
+    if b"COMMIT" in data or b"ROLLBACK" in data:
+        inserted, state["insert"] = state.get("insert", False), False
+        return inserted and b"COMMIT" in data
+    return False
 
 
 @contextlib.contextmanager
-def trapped(database_url: str) -> Iterator[tuple[CommitTrap, str]]:
+def trapped(database_url: str) -> Iterator[tuple[AnswerTrap, str]]:
     url = urlsplit(database_url)
-    trap = CommitTrap((url.hostname, url.port))
+    trap = AnswerTrap((url.hostname, url.port), commits_a_purchase)
     try:
-        yield trap, url._replace(netloc=f"{url.username}@127.0.0.1:{trap.port}").geturl()
+        yield trap, trap.url(database_url)
     finally:
         trap.close()
 

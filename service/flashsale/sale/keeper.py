@@ -77,7 +77,7 @@ class SaleKeeper:
     def open_sale(self, at: float | None = None) -> tuple[Sale, bool]:
         """Open the sale of the period containing `at`: (sale, whether this call loaded Redis)."""
         planned = self.planned_sale(self.clock() if at is None else at)
-        self.ensure_partitions(planned.starts_at, planned.ends_at)
+        self.ensure_partitions(planned.starts_at, planned.starts_at)
         sale = self.database.create_sale(planned, catalog.items_of(planned))
         return sale, self.ensure_loaded(sale)
 
@@ -126,7 +126,8 @@ class SaleKeeper:
 
     def ensure_partitions(self, start: float, end: float) -> None:
         """checkout_attempts has its day partitions from `start` to a day after `end` (epoch
-        seconds); the days already seen by this process are not asked again."""
+        seconds); the days already seen by this process are not asked again. Opening a sale
+        makes its first days, each sweep today's and tomorrow's."""
         first = datetime.fromtimestamp(start, UTC).date()
         days = (datetime.fromtimestamp(end, UTC).date() - first).days + 2
         wanted = {first + timedelta(days=n) for n in range(days)}

@@ -136,6 +136,12 @@ class Inventory:
         except RedisError:
             return False
 
+    def load_scripts(self) -> None:
+        """Load every script now, rather than on its first call (a fresh Redis answers that
+        first call NOSCRIPT, and it is sent again with the script)."""
+        for script in self._scripts.values():
+            self._client.script_load(script.script)
+
     def _eval(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA; a Redis that restarted and forgot the script gets it loaded again."""
         script = self._scripts[name]
