@@ -193,6 +193,8 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def dev(args: argparse.Namespace) -> int:
+    from flashsale.config import dev_pass_key
     from flashsale.devrun import run_dev
 
+    dev_pass_key(os.environ)  # the web processes it starts inherit the key
     return run_dev(_settings())
