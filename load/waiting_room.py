@@ -46,9 +46,7 @@ import orjson
 from geventhttpclient import HTTPClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from flashsale.config import Settings
 from flashsale.stores.inventory.keys import keys_for
-from flashsale.wiring import build_keeper
 
 DOCS_PERF = kit.LOAD_DIR.parent / "docs" / "perf"
 
@@ -236,11 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             FLASHSALE_QUEUE_OPENS_BEFORE=args.lead + 60,
             PROMETHEUS_MULTIPROC_DIR=str(state / "metrics"),
         )
-        keeper = build_keeper(Settings.from_env(env))
-        try:
-            sale, _ = keeper.open_sale(opening)  # pre-loaded; it opens at `opening`
-        finally:
-            keeper.database.close()
+        sale = kit.open_sale(env, opening)  # pre-loaded, as the opener does; it opens then
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         stack.callback(kit.keep_logs, state, args.out, f"waiting-room-{stamp}")
         served = stack.enter_context(kit.serve_service(env, state / "service.log"))

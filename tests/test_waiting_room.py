@@ -150,6 +150,21 @@ def test_unknown_tickets_are_404(harness: Harness, clock: Clock) -> None:
     assert look(api, real)["ticket"] == real
 
 
+def test_the_address_limit_counts_joins_and_looks(harness: Harness, clock: Clock) -> None:
+    """FLASHSALE_RATE_PER_IP: a join, a look, and a look at a ticket that does not exist each
+    spend the address's bucket (one token a second here)."""
+    stack = room(harness, FLASHSALE_RATE_PER_IP="1")
+    stack.open()
+    api = stack.api
+    ticket = join(api, "u1")["ticket"]
+    assert_error(api.call("POST", "/queue", [("user_id", "u2")]), 429, "rate_limited")
+    forged = ticket[:-1] + ("A" if ticket[-1] != "A" else "B")
+    for spent, status in ((forged, 404), ("nothing", 404), (ticket, 200)):
+        clock.advance(1)
+        assert api.get(f"/queue/{spent}").status_code == status
+        assert_error(api.get(f"/queue/{ticket}"), 429, "rate_limited")
+
+
 def test_redis_unreachable(harness: Harness) -> None:
     stack = room(
         harness, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", FLASHSALE_REDIS_TIMEOUT="0.5"
