@@ -263,12 +263,15 @@ def main(argv: list[str] | None = None) -> int:
         sampler.kill()
         http.close()
         scraper.close()
-        draw_order = kit.redis_client(stores.redis_url).zrange(
-            keys_for(sale.sale_id).queue_draw, 0, -1
-        )
+        client = kit.redis_client(stores.redis_url)
+        keys = keys_for(sale.sale_id)
+        draw_order = client.zrange(keys.queue_draw, 0, -1)
+        queue_keys = (keys.queue, keys.queue_users, keys.queue_tickets, keys.queue_draw)
+        memory = sum(client.memory_usage(key, samples=0) or 0 for key in queue_keys)
 
     result = analyse(crowd, args.rate, draw_order)
     result.update(
+        redis_memory_queue_bytes=memory,
         started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         config={k: str(v) for k, v in vars(args).items()},
         sale_id=sale.sale_id,
@@ -288,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         "told_admitted_before_turn",
         "position_increases",
         "polls_per_user",
+        "redis_memory_queue_bytes",
     ):
         print(f"{key}: {result[key]}")
     print(f"answers: {dict(crowd.answers)}")

@@ -152,7 +152,7 @@ def create_app(service: SaleService) -> falcon.App:
     app.add_route("/purchase", resources.Purchase(service, callers))
     if settings.waiting_room:
         app.add_route("/queue", resources.QueueJoin(service, callers))
-        app.add_route("/queue/{ticket}", resources.QueueTicket(service, callers))
+        app.add_route("/queue/{ticket}", resources.QueueLook(service, callers))
     app.add_route("/sale/status", resources.SaleStatus(service, callers))
     app.add_route("/sale/items", resources.SaleItems(service, callers))
     app.add_route("/images/{sale_id}/{item_id}.svg", resources.ItemImage(service))

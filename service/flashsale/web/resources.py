@@ -51,7 +51,7 @@ class QueueJoin:
         resp.media = ticket.as_json()
 
 
-class QueueTicket:
+class QueueLook:
     def __init__(self, service: SaleService, callers: Callers):
         self._service = service
         self._callers = callers
