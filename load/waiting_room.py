@@ -16,7 +16,8 @@ It reports and checks: admissions before the opening (must be 0), the admission 
 anyone waits (least squares over the samples; must be within 5 % of --rate), the largest gap
 between the admissions counted and rate x (time since the opening), the rank correlation of
 join order and queue order among the pre-opening joiners (near 0 for a random draw), whether
-any user was told it was admitted before its turn, and the checkouts by outcome. It writes
+any user was told it was admitted before its turn, whether flashsale_queue_admitted_total (summed
+over the workers) ends at the number admitted, and the checkouts by outcome. It writes
 JSON to load/results/ and a plot of queue length and admissions over time to --plot.
 Exits 1 on any failed check.
 """
@@ -283,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     plot(crowd, args.rate, args.plot)
     for key in (
         "admitted",
+        "admitted_total_metric",
         "admitted_before_opening",
         "measured_rate",
         "rate_error",
@@ -325,8 +327,10 @@ def analyse(crowd: Crowd, rate: float, draw_order: list[str]) -> dict[str, Any]:
         if v.admitted_at is not None and v.admitted_at < opening + n / rate - 0.05
     )
     admitted = sum(v.admitted_at is not None for v in crowd.visitors)
+    counted = crowd.samples[-1][2] if crowd.samples else math.nan
     result = {
         "admitted": admitted,
+        "admitted_total_metric": counted,
         "admitted_before_opening": max((s[2] for s in before), default=0) + crowd.early_admissions,
         "measured_rate": round(measured, 2),
         "rate_error": round(measured / rate - 1, 4),
@@ -345,6 +349,8 @@ def analyse(crowd: Crowd, rate: float, draw_order: list[str]) -> dict[str, Any]:
     anomalies = []
     if admitted != total:
         anomalies.append(f"{total - admitted} users never admitted")
+    if counted != admitted:
+        anomalies.append(f"flashsale_queue_admitted_total ends at {counted}, not {admitted}")
     if result["admitted_before_opening"]:
         anomalies.append("admissions before the opening")
     if not abs(result["rate_error"]) <= 0.05:
