@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flashsale.domain import ERRORS
+from flashsale.web.callers import PASS_HEADER
 
 _TOKEN = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}
 
@@ -92,7 +93,7 @@ QUEUE_JOIN_ERRORS = (
 )
 
 _PASS_HEADER = {
-    "name": "X-Flashsale-Pass",
+    "name": PASS_HEADER,
     "in": "header",
     "required": False,
     "schema": {"type": "string"},
