@@ -108,11 +108,12 @@ def service_env(stores: Stores, **settings: str | int | float) -> dict[str, str]
     return env
 
 
-def open_sale(env: dict[str, str]) -> Sale:
-    """Open the current period's sale (PostgreSQL rows, then Redis) as `flashsale open-sale`."""
+def open_sale(env: dict[str, str], at: float | None = None) -> Sale:
+    """Open the sale of the period containing `at` (default now; PostgreSQL rows, then Redis) as
+    `flashsale open-sale --at` does."""
     keeper = build_keeper(Settings.from_env(env))
     try:
-        sale, _ = keeper.open_sale()
+        sale, _ = keeper.open_sale(at)
     finally:
         keeper.database.close()
     return sale

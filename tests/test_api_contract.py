@@ -87,9 +87,9 @@ class Api:
     def get(self, path: str, pairs: Pairs | None = None, **kwargs: Any) -> falcon.testing.Result:
         return self.call("GET", path, pairs, **kwargs)
 
-    def checkout_raw(self, pairs: Pairs) -> falcon.testing.Result:
+    def checkout_raw(self, pairs: Pairs, **kwargs: Any) -> falcon.testing.Result:
         now_ms = int(self.clock() * 1000)
-        result = self.call("POST", "/checkout", pairs)
+        result = self.call("POST", "/checkout", pairs, **kwargs)
         outcome = "ok" if result.status_code == 200 else result.json["error"]["code"]
         sale_id = None
         if outcome == "ok":

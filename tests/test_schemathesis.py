@@ -34,6 +34,22 @@ def served(
         yield base
 
 
+@pytest.fixture(scope="module")
+def served_room(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: Any, postgres_server: Any
+) -> Iterator[str]:
+    """The same with the waiting room on (its routes, and checkout asking for a pass)."""
+    with served_stack(
+        redis_server.url,
+        postgres_server.url,
+        tmp_path_factory.mktemp("schemathesis-room"),
+        redis_db=10,
+        FLASHSALE_WAITING_ROOM="on",
+        FLASHSALE_PASS_KEY="schemathesis-pass-key-0123456789",
+    ) as (base, _, _):
+        yield base
+
+
 def error_shape(ctx: object, response: Any, case: object) -> bool | None:
     """Every error answer is {"error": {"code": <str>, "message": <str>}} in JSON; 429 and
     503 carry Retry-After."""
@@ -56,11 +72,10 @@ def _operations(base: str) -> list[Any]:
     return [result.ok() for result in schema.get_all_operations()]
 
 
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-def test_api_conforms_to_its_openapi_document(served: str, mode: GenerationMode) -> None:
-    operations = _operations(served)
-    labels = {operation.label for operation in operations}
-    assert {"POST /checkout", "POST /purchase", "GET /sale/items"} <= labels, labels
+def _conforms(base: str, mode: GenerationMode, labels: set[str]) -> None:
+    """Generated requests to the operations named in `labels`: each of them exercised."""
+    operations = [op for op in _operations(base) if op.label in labels]
+    assert {operation.label for operation in operations} == labels
     exercised = set()
     for operation in operations:
 
@@ -73,9 +88,10 @@ def test_api_conforms_to_its_openapi_document(served: str, mode: GenerationMode)
         )
         def check(case: schemathesis.Case) -> None:
             # A schema-valid request may still be refused: `cursor` is any string in the
-            # document but only a cursor the service issued is accepted (400 otherwise).
+            # document but only a cursor the service issued is accepted (400 otherwise), and
+            # a made-up ticket or pass is no ticket (404) or pass (403).
             case.call_and_validate(
-                base_url=served,
+                base_url=base,
                 additional_checks=[error_shape],
                 excluded_checks=[positive_data_acceptance],
                 timeout=10,
@@ -89,4 +105,19 @@ def test_api_conforms_to_its_openapi_document(served: str, mode: GenerationMode)
             assert mode is GenerationMode.NEGATIVE, operation.label
             continue
         exercised.add(operation.label)
-    assert {"POST /checkout", "POST /purchase", "GET /sale/items"} <= exercised
+    with_parameters = {"POST /checkout", "POST /purchase", "GET /sale/items", "POST /queue"}
+    assert with_parameters & labels <= exercised
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_api_conforms_to_its_openapi_document(served: str, mode: GenerationMode) -> None:
+    labels = {operation.label for operation in _operations(served)}
+    assert {"POST /checkout", "POST /purchase", "GET /sale/items"} <= labels, labels
+    _conforms(served, mode, labels)
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_waiting_room_conforms_to_its_openapi_document(
+    served_room: str, mode: GenerationMode
+) -> None:
+    _conforms(served_room, mode, {"POST /queue", "GET /queue/{ticket}", "POST /checkout"})

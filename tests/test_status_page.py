@@ -160,6 +160,12 @@ def test_status_page_follows_the_sale(browser, service_env: dict[str, str], tmp_
         width = browser.execute_script("return document.getElementById('bar-sold').style.width")
         assert float(width.rstrip("%")) == pytest.approx(100 * sold / 50)
 
+        # Without the waiting room its panel stays hidden.
+        WebDriverWait(browser, WAIT).until(
+            lambda d: d.find_element(By.ID, "queue").get_attribute("data-checked") == "yes"
+        )
+        assert not browser.find_element(By.ID, "queue").is_displayed()
+
         # The page polled the JSON endpoints and met no script error.
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert not errors, errors
@@ -167,3 +173,41 @@ def test_status_page_follows_the_sale(browser, service_env: dict[str, str], tmp_
             time.sleep(1.5)
             browser.save_screenshot(os.environ["STATUS_PAGE_SCREENSHOT"])
         assert browser.save_screenshot(str(tmp_path / "status-page.png"))
+
+
+def test_status_page_joins_the_waiting_room(
+    browser, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """With the waiting room on, a visitor joins from the page, sees their place, then the pass,
+    which checkout takes."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    env = {
+        **service_env,
+        "FLASHSALE_WAITING_ROOM": "on",
+        "FLASHSALE_PASS_KEY": "status-page-pass-key-0123456789",
+        "FLASHSALE_ADMIT_RATE": "0.5",  # one every 2 s: the page shows a place before the pass
+    }
+    flashsale("open-sale", env=env)
+    with serving(env, tmp_path, workers=1) as (base, _proc), requests.Session() as session:
+        for user in ("ahead1", "ahead2"):
+            assert session.post(f"{base}/queue", params={"user_id": user}).status_code == 200
+        browser.get(f"{base}/")
+        WebDriverWait(browser, WAIT).until(lambda d: d.find_element(By.ID, "queue").is_displayed())
+        browser.find_element(By.ID, "queue-user").send_keys("visitor")
+        browser.find_element(By.ID, "queue-join").click()
+        WebDriverWait(browser, WAIT).until(lambda d: text(d, "queue-place").startswith("Position"))
+        assert re.match(r"Position [1-3] in the queue of sale ", text(browser, "queue-place"))
+        WebDriverWait(browser, WAIT).until(lambda d: text(d, "queue-place").startswith("Admitted"))
+        admission_pass = text(browser, "queue-pass")
+        checkout = session.post(
+            f"{base}/checkout",
+            params={"user_id": "visitor", "id": "1"},
+            headers={"X-Flashsale-Pass": admission_pass},
+        )
+        assert checkout.status_code == 200, checkout.text
+        refused = session.post(f"{base}/checkout", params={"user_id": "visitor", "id": "2"})
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "not_admitted"
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors

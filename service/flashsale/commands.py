@@ -220,6 +220,8 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def dev(args: argparse.Namespace) -> int:
+    from flashsale.config import dev_pass_key
     from flashsale.dev.run import run_dev
 
+    dev_pass_key(os.environ)  # the web processes it starts inherit the key
     return run_dev(_settings(), host=args.host)

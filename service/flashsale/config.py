@@ -7,12 +7,15 @@ Every setting of every command is a field of `Settings`; nothing else in the pac
 from __future__ import annotations
 
 import os
+import secrets
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 AUTH_MODES = ("off", "header", "jwt")
+PASS_KEY_MIN = 16  # characters of FLASHSALE_PASS_KEY
 
 
 class ConfigError(ValueError):
@@ -180,6 +183,11 @@ class Settings:
             raise ConfigError("FLASHSALE_AUTH=jwt needs FLASHSALE_JWT_KEY")
         if self.auth == "header" and not self.auth_header:
             raise ConfigError("FLASHSALE_AUTH=header needs FLASHSALE_AUTH_HEADER")
+        if self.waiting_room and len(self.pass_key) < PASS_KEY_MIN:
+            raise ConfigError(
+                f"FLASHSALE_WAITING_ROOM=on needs FLASHSALE_PASS_KEY, at least {PASS_KEY_MIN}"
+                " characters and the same in every pod (e.g. `openssl rand -hex 32`)"
+            )
 
     def require_stores(self) -> None:
         """Commands other than `dev` have no embedded default: say so plainly."""
@@ -192,3 +200,13 @@ class Settings:
             raise ConfigError(
                 f"{' and '.join(missing)} must be set (only `flashsale dev` starts its own)"
             )
+
+
+def dev_pass_key(environ: MutableMapping[str, str]) -> None:
+    """`flashsale dev` only: the waiting room on without FLASHSALE_PASS_KEY gets a random key for
+    this run (one machine, so every process shares it; its passes end with the run)."""
+    if (
+        _switch(dict(environ), "FLASHSALE_WAITING_ROOM", False)
+        and not environ.get("FLASHSALE_PASS_KEY", "").strip()
+    ):
+        environ["FLASHSALE_PASS_KEY"] = secrets.token_hex(32)

@@ -33,12 +33,18 @@ RECLAIMED = Counter(
     "flashsale_sweeper_reclaimed_total", "Expired reservations the sweeper returned to stock."
 )
 DRAINED = Counter("flashsale_outbox_drained_total", "Checkout attempts moved into PostgreSQL.")
+# Each admission is recorded by exactly one script call, and the process that made the call
+# counts it: the sum over workers and pods is exact.
+QUEUE_ADMITTED = Counter(
+    "flashsale_queue_admitted_total", "Users the waiting room admitted (recorded by this process)."
+)
 
 
 class SaleCollector(Collector):
     """Stock and backlog straight from Redis at scrape time: one truth for every pod, whatever
     its workers did. `snapshot` returns None when no sale is open; `clock` and `period` give
-    the seconds into the current period, so an alert can tell a sale that failed to open."""
+    the seconds into the current period, so an alert can tell a sale that failed to open.
+    `queue_length` (the waiting room, when on) returns how many wait in the queue taking joins."""
 
     def __init__(
         self,
@@ -46,9 +52,11 @@ class SaleCollector(Collector):
         backlog: Callable[[], int],
         clock: Callable[[], float] = time.time,
         period: int | None = None,
+        queue_length: Callable[[], int] | None = None,
     ):
         self._snapshot = snapshot
         self._backlog = backlog
+        self._queue_length = queue_length
         self._clock = clock
         self._period = period
 
@@ -63,6 +71,7 @@ class SaleCollector(Collector):
         try:
             status = self._snapshot()
             backlog = self._backlog()
+            waiting = self._queue_length() if self._queue_length else None
         except Exception as error:  # a scrape must not fail because Redis is away
             # Expected while Redis is down: one line, no stack trace.
             log.warning("sale metrics unavailable: %s", error)
@@ -87,6 +96,12 @@ class SaleCollector(Collector):
         yield GaugeMetricFamily(
             "flashsale_outbox_backlog", "Checkout attempts not yet in PostgreSQL.", value=backlog
         )
+        if waiting is not None:
+            yield GaugeMetricFamily(
+                "flashsale_queue_length",
+                "Users waiting, not yet admitted, in the queue that takes joins now.",
+                value=waiting,
+            )
 
 
 def _redis_up(value: int) -> GaugeMetricFamily:
@@ -97,12 +112,20 @@ def _redis_up(value: int) -> GaugeMetricFamily:
 
 def render(sale_collector: Collector, multiprocess_dir: str = "") -> bytes:
     """The /metrics body: every worker's counters (from `multiprocess_dir`, where gunicorn's
-    workers write them; PROMETHEUS_MULTIPROC_DIR) plus the sale collector."""
+    workers write them; PROMETHEUS_MULTIPROC_DIR) plus the sale collector. The sale collector
+    is read first: the admissions its reading of the queue records are in this scrape's count."""
     registry = CollectorRegistry()
+    registry.register(sale_collector)
     if multiprocess_dir:
         multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)
     else:
-        for collector in (CHECKOUTS, PURCHASES, REQUEST_DURATION, RECLAIMED, DRAINED):
+        for collector in (
+            CHECKOUTS,
+            PURCHASES,
+            REQUEST_DURATION,
+            RECLAIMED,
+            DRAINED,
+            QUEUE_ADMITTED,
+        ):
             registry.register(collector)
-    registry.register(sale_collector)
     return generate_latest(registry)

@@ -18,6 +18,7 @@ from flashsale import catalog, domain
 from flashsale.config import Settings
 from flashsale.domain import ANONYMOUS, Caller, Purchase, Reservation, Sale, SaleError, printable
 from flashsale.metrics import CHECKOUTS, PURCHASES
+from flashsale.sale.waiting_room import QueueTicket, WaitingRoom
 from flashsale.stores.inventory import Inventory, InventoryError, SaleFigures
 from flashsale.stores.records import AttemptRow, Database, DatabaseError, surely_not_written
 
@@ -61,6 +62,10 @@ class SaleService:
         self._redis_budget_ms = max(1, int(settings.redis_timeout * 1000) // 2)
         self._checkout_outcomes = {code: CHECKOUTS.labels(code) for code in (*domain.ERRORS, "ok")}
         self._purchase_outcomes = {code: PURCHASES.labels(code) for code in (*domain.ERRORS, "ok")}
+        # The queue admits by Redis's clock, one for every pod; a clock injected (tests) drives it.
+        self.waiting_room = WaitingRoom(
+            settings, inventory, clock=None if clock is time.time else clock
+        )
 
     # --- time -------------------------------------------------------------------------------
 
@@ -171,6 +176,10 @@ class SaleService:
     def _check_pass(self, user_id: str, sale_id: str, caller: Caller, now: int) -> None:
         """With the waiting room on, a checkout needs a pass for this user and sale:
         `not_admitted`."""
+        if self.settings.waiting_room and not self.waiting_room.admits(
+            caller.admission_pass, sale_id, user_id, now
+        ):
+            raise SaleError("not_admitted")
 
     def _check_load(self) -> None:
         """More work in flight than the pod can answer in time: `overloaded`."""
@@ -250,6 +259,34 @@ class SaleService:
             return None
         self._remember(sale)
         return sale_id
+
+    # --- the waiting room (waiting_room.py) --------------------------------------------------
+
+    def join_queue(self, user_id: Any, caller: Caller = ANONYMOUS) -> QueueTicket:
+        """POST /queue: a checkout's checks, in its order, then the queue taking joins now."""
+        now = self.now_ms()
+        if not domain.valid_token(user_id):
+            raise SaleError(
+                "invalid_request", "`user_id` must be 1-64 characters of A-Z a-z 0-9 _ . -"
+            )
+        user_id = self._identify(user_id, caller)
+        self._check_load()
+        return self.waiting_room.join(
+            user_id, caller.address, now, no_sale_retry=self.retry_after_no_sale(now)
+        )
+
+    def queue_ticket(self, ticket: str, caller: Caller = ANONYMOUS) -> QueueTicket | None:
+        """GET /queue/<ticket>; None when it is no ticket. One that is not even well formed
+        still spends the address's token, as any read naming nothing does."""
+        sale_id = domain.sale_of_code(ticket) if domain.valid_code(ticket) else None
+        if sale_id is None:
+            self.admit(caller)
+            return None
+        return self.waiting_room.look(ticket, sale_id, caller.address)
+
+    def queue_length(self) -> int:
+        """How many wait in the queue taking joins now (for the metrics)."""
+        return self.waiting_room.length(self.now_ms())
 
     # --- purchase ---------------------------------------------------------------------------
 

@@ -145,17 +145,21 @@ def create_app(service: SaleService) -> falcon.App:
         service.backlog,
         clock=service.clock,
         period=settings.period,
+        queue_length=service.queue_length if settings.waiting_room else None,
     )
 
     app.add_route("/checkout", resources.Checkout(service, callers))
     app.add_route("/purchase", resources.Purchase(service, callers))
+    if settings.waiting_room:
+        app.add_route("/queue", resources.QueueJoin(service, callers))
+        app.add_route("/queue/{ticket}", resources.QueueLook(service, callers))
     app.add_route("/sale/status", resources.SaleStatus(service, callers))
     app.add_route("/sale/items", resources.SaleItems(service, callers))
     app.add_route("/images/{sale_id}/{item_id}.svg", resources.ItemImage(service, callers))
     app.add_route("/healthz", resources.Health())
     app.add_route("/readyz", resources.Ready(service))
     app.add_route("/metrics", resources.Metrics(lambda: render(collector, settings.metrics_dir)))
-    app.add_route("/openapi.json", resources.OpenAPI())
+    app.add_route("/openapi.json", resources.OpenAPI(settings.waiting_room))
     app.add_sink(StatusPage(), re.compile(r"/\Z"))
     app.add_static_route("/static", str(STATIC_DIR))
 

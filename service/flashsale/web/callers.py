@@ -8,6 +8,8 @@ import falcon
 from flashsale.config import Settings
 from flashsale.domain import Caller
 
+PASS_HEADER = "X-Flashsale-Pass"  # noqa: S105 - a header name: the waiting room's pass
+
 
 class Callers:
     """Reads the `Caller` of each request."""
@@ -15,9 +17,13 @@ class Callers:
     def __init__(self, settings: Settings):
         self._address_header = settings.client_ip_header
         self._addresses = settings.rate_per_ip > 0
+        self._passes = settings.waiting_room
 
     def __call__(self, req: falcon.Request) -> Caller:
-        return Caller(address=self._address(req))
+        return Caller(
+            address=self._address(req),
+            admission_pass=req.get_header(PASS_HEADER) if self._passes else None,
+        )
 
     def _address(self, req: falcon.Request) -> str:
         """The client's address for the per-address limits; a proxy header only when trusted."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flashsale.domain import ERRORS
+from flashsale.web.callers import PASS_HEADER
 
 _TOKEN = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}
 
@@ -81,8 +82,90 @@ PURCHASE_ERRORS = (
 )
 
 
-def document() -> dict[str, Any]:
+QUEUE_JOIN_ERRORS = (
+    "invalid_request",
+    "unauthenticated",
+    "forbidden",
+    "overloaded",
+    "rate_limited",
+    "no_active_sale",
+    "unavailable",
+)
+
+_PASS_HEADER = {
+    "name": PASS_HEADER,
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "the pass `GET /queue/{ticket}` gave this user for this sale; without a"
+    " valid one a checkout is `403 not_admitted`",
+}
+
+
+def _waiting_room(timestamp: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The paths and the schema of the waiting room (FLASHSALE_WAITING_ROOM=on)."""
+    paths = {
+        "/queue": {
+            "post": {
+                "summary": "Join the queue of the current sale, or of the next one shortly"
+                " before it opens; joining again gives the same ticket",
+                "operationId": "joinQueue",
+                "parameters": [_query("user_id", _TOKEN, True, "who joins")],
+                "responses": {"200": _ok("QueueTicket"), **_by_status(*QUEUE_JOIN_ERRORS)},
+            }
+        },
+        "/queue/{ticket}": {
+            "get": {
+                "summary": "Where a ticket stands; once admitted, the pass checkout asks for",
+                "operationId": "queueTicket",
+                "parameters": [
+                    {
+                        "name": "ticket",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": "the ticket `POST /queue` returned",
+                    }
+                ],
+                "responses": {
+                    "200": _ok("QueueTicket"),
+                    "404": _error("not_found"),
+                    **_by_status("rate_limited", "unavailable"),
+                },
+            }
+        },
+    }
+    schema = {
+        "type": "object",
+        "required": ["ticket", "sale_id", "position", "admitted", "retry_after"],
+        "properties": {
+            "ticket": {"type": "string"},
+            "sale_id": {"type": "string"},
+            "position": {
+                "type": "integer",
+                "minimum": 0,
+                "nullable": True,
+                "description": "null until the sale opens and the order is drawn; then how many"
+                " not yet admitted are ahead, plus one; 0 once admitted. Only decreases.",
+            },
+            "admitted": {"type": "boolean"},
+            "retry_after": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "seconds until asking again is worth it (0 once admitted)",
+            },
+            "pass": {"type": "string", "description": "once admitted: for X-Flashsale-Pass"},
+            "pass_expires_at": timestamp,
+        },
+    }
+    return paths, schema
+
+
+def document(waiting_room: bool = False) -> dict[str, Any]:
+    """The document of the app as configured: the waiting room's routes only when it is on."""
     timestamp = {"type": "string", "format": "date-time"}
+    queue_paths, queue_schema = _waiting_room(timestamp) if waiting_room else ({}, None)
+    pass_header = [_PASS_HEADER] if waiting_room else []
     return {
         "openapi": "3.0.3",
         "info": {
@@ -98,6 +181,7 @@ def document() -> dict[str, Any]:
                     "parameters": [
                         _query("user_id", _TOKEN, True, "who checks out"),
                         _query("id", _TOKEN, True, "an item id of the current sale"),
+                        *pass_header,
                     ],
                     "responses": {"200": _ok("Reservation"), **_by_status(*CHECKOUT_ERRORS)},
                 }
@@ -117,6 +201,7 @@ def document() -> dict[str, Any]:
                     "responses": {"200": _ok("Purchase"), **_by_status(*PURCHASE_ERRORS)},
                 }
             },
+            **queue_paths,
             "/sale/status": {
                 "get": {
                     "summary": "Figures of the current sale",
@@ -300,6 +385,7 @@ def document() -> dict[str, Any]:
                     },
                 },
                 "Health": {"type": "object", "properties": {"status": {"type": "string"}}},
+                **({"QueueTicket": queue_schema} if queue_schema else {}),
             }
         },
     }

@@ -41,6 +41,29 @@ class Purchase:
         resp.media = purchase.as_json()
 
 
+class QueueJoin:
+    def __init__(self, service: SaleService, callers: Callers):
+        self._service = service
+        self._callers = callers
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        ticket = self._service.join_queue(_param(req, "user_id"), self._callers(req))
+        resp.media = ticket.as_json()
+
+
+class QueueLook:
+    def __init__(self, service: SaleService, callers: Callers):
+        self._service = service
+        self._callers = callers
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, ticket: str) -> None:
+        found = self._service.queue_ticket(ticket, self._callers(req))
+        if found is None:
+            raise falcon.HTTPNotFound(description="That queue ticket is unknown.")
+        resp.cache_control = ["no-store"]
+        resp.media = found.as_json()
+
+
 class SaleStatus:
     def __init__(self, service: SaleService, callers: Callers):
         self._service = service
@@ -114,8 +137,8 @@ class Metrics:
 
 
 class OpenAPI:
-    def __init__(self) -> None:
-        self._document = document()
+    def __init__(self, waiting_room: bool = False) -> None:
+        self._document = document(waiting_room)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = self._document

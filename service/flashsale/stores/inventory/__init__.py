@@ -7,6 +7,8 @@ from flashsale.stores.inventory.gateway import (
     InventoryError,
     OutboxEntry,
     PurchaseAnswer,
+    QueueLength,
+    QueuePlace,
     SaleFigures,
 )
 
@@ -16,6 +18,8 @@ __all__ = [
     "InventoryError",
     "OutboxEntry",
     "PurchaseAnswer",
+    "QueueLength",
+    "QueuePlace",
     "SaleFigures",
     "connect",
 ]

@@ -37,6 +37,9 @@ _SCRIPTS = (
     "reclaim",
     "publish",
     "rate_limit",
+    "queue_join",
+    "queue_ticket",
+    "queue_length",
 )
 _REQUIRES = re.compile(r"^-- requires: (.+)$", re.MULTILINE)
 _CHUNK = 1000  # fields per command when a sale is loaded
@@ -81,6 +84,29 @@ class SaleFigures(NamedTuple):
     @property
     def remaining(self) -> int:
         return self.total - self.sold
+
+
+class QueuePlace(NamedTuple):
+    """Where a ticket stands (queue_join.lua, queue_ticket.lua). `outcome` is ok, rate_limited,
+    no_active_sale or ticket_not_found; `position` is None before the draw is sealed at the
+    opening; `wait_ms` is the ms until the ticket is due (or until a token, when rate limited);
+    `newly` is how many admissions this call recorded (each is recorded by one call only)."""
+
+    outcome: str
+    ticket: str
+    user_id: str
+    position: int | None
+    admitted: bool
+    wait_ms: int
+    pass_until_ms: int
+    newly: int
+
+
+class QueueLength(NamedTuple):
+    """How many wait in a queue, and how many admissions this reading recorded."""
+
+    waiting: int
+    newly: int
 
 
 class OutboxEntry(NamedTuple):
@@ -323,6 +349,93 @@ class Inventory:
             )
         )
 
+    # --- the waiting room ---------------------------------------------------------------------
+    # `now_ms` None: the scripts read Redis's clock (TIME). `rate_milli`: admissions per 1000 s.
+
+    def queue_join(
+        self,
+        sale_id: str,
+        user_id: str,
+        *,
+        fresh_ticket: str,
+        draw: int,
+        now_ms: int | None,
+        window_ms: tuple[int, int],
+        rate_milli: int,
+        user_rate: float,
+        ip_rate: float,
+        client_ip: str,
+        expire_ms: int,
+    ) -> QueuePlace:
+        """Join the sale's queue, or find the user's ticket again (queue_join.lua)."""
+        keys = keys_for(sale_id)
+        return _place(
+            self._eval(
+                "queue_join",
+                [
+                    keys.queue,
+                    keys.queue_users,
+                    keys.queue_tickets,
+                    keys.queue_draw,
+                    keys.meta,
+                    keys.user_bucket(user_id),
+                    keys.ip_bucket(client_ip),
+                ],
+                [
+                    user_id,
+                    fresh_ticket,
+                    draw,
+                    "" if now_ms is None else now_ms,
+                    *window_ms,
+                    rate_milli,
+                    user_rate,
+                    ip_rate,
+                    expire_ms,
+                ],
+            )
+        )
+
+    def queue_ticket(
+        self,
+        sale_id: str,
+        ticket: str,
+        *,
+        now_ms: int | None,
+        window_ms: tuple[int, int],
+        rate_milli: int,
+        ip_rate: float,
+        client_ip: str,
+        pass_ms: int,
+    ) -> QueuePlace:
+        """Where a ticket stands, and its pass's expiry once admitted (queue_ticket.lua)."""
+        keys = keys_for(sale_id)
+        return _place(
+            self._eval(
+                "queue_ticket",
+                [keys.queue, keys.queue_tickets, keys.queue_draw, keys.ip_bucket(client_ip)],
+                [
+                    ticket,
+                    "" if now_ms is None else now_ms,
+                    *window_ms,
+                    rate_milli,
+                    ip_rate,
+                    pass_ms,
+                ],
+            )
+        )
+
+    def queue_length(
+        self, sale_id: str, *, now_ms: int | None, window_ms: tuple[int, int], rate_milli: int
+    ) -> QueueLength:
+        """How many wait in the sale's queue (queue_length.lua)."""
+        keys = keys_for(sale_id)
+        waiting, newly = self._eval(
+            "queue_length",
+            [keys.queue, keys.queue_draw],
+            ["" if now_ms is None else now_ms, *window_ms, rate_milli],
+        )
+        return QueueLength(int(waiting), int(newly))
+
     # --- reads ------------------------------------------------------------------------------
 
     def figures(self, sale_id: str, now_ms: int) -> SaleFigures | None:
@@ -541,6 +654,20 @@ def _entry(entry_id: str, fields: dict[str, str]) -> OutboxEntry:
         fields.get("o", "unknown"),
         fields.get("c") or None,
         int(fields.get("t") or entry_id.split("-")[0]),
+    )
+
+
+def _place(row: list) -> QueuePlace:
+    outcome, ticket, user_id, position, admitted, wait_ms, pass_until, newly = row
+    return QueuePlace(
+        outcome,
+        ticket,
+        user_id,
+        None if int(position) < 0 else int(position),
+        bool(admitted),
+        int(wait_ms),
+        int(pass_until),
+        int(newly),
     )
 
 

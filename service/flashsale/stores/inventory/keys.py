@@ -14,6 +14,9 @@ Every key of a sale carries the hash tag `{sale:<id>}`, so each script touches o
 | `fs:{sale:ID}:bucket:u:<user>`, `:bucket:ip:<addr>` | string | token buckets |
 | `fs:{sale:ID}:items:loading`, `:codes:loading` | hash | a sale being loaded, unpublished |
 | `fs:{sale:ID}:lock:load`, `:lock:drain` | string | short locks of the loader and the drain |
+| `fs:{sale:ID}:queue` | hash | the waiting room's counters (queue.lua) |
+| `fs:{sale:ID}:queue:users`, `:queue:tickets` | hash | user -> ticket; ticket -> its record |
+| `fs:{sale:ID}:queue:draw` | sorted set | tickets of pre-opening joiners, by a random draw |
 | `fs:outboxes` | set | sale ids whose outboxes the sweep walks |
 """
 
@@ -41,6 +44,10 @@ class SaleKeys:
         self.codes_staging = prefix + "codes:loading"
         self.load_lock = prefix + "lock:load"
         self.drain_lock = prefix + "lock:drain"
+        self.queue = prefix + "queue"
+        self.queue_users = prefix + "queue:users"
+        self.queue_tickets = prefix + "queue:tickets"
+        self.queue_draw = prefix + "queue:draw"
         # Scripts that learn the user only from a code build the user's keys from these.
         self.user_prefix = prefix + "user:"
         self.user_bucket_prefix = prefix + "bucket:u:"
