@@ -33,6 +33,7 @@ from flashsale.sale.service import SaleService
 from flashsale.stores.migrate import migrate
 from flashsale.web.app import create_app
 from flashsale.wiring import build_database, build_inventory
+from tests.servers import RedisClusterServers, start_redis_cluster
 from tests.support import Clock
 
 
@@ -70,6 +71,13 @@ def postgres_server() -> Iterator[PostgresServer | ExternalServer]:
             yield server
     finally:
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of three primaries, started the first time a test asks for it."""
+    with start_redis_cluster(tmp_path_factory.mktemp("cluster")) as servers:
+        yield servers
 
 
 @pytest.fixture

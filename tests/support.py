@@ -17,7 +17,9 @@ from urllib.parse import urlsplit
 import psycopg2
 import redis
 import requests
+from redis.cluster import RedisCluster
 
+from flashsale.config import Settings
 from flashsale.dev.servers import free_port
 from flashsale.domain import Sale
 from flashsale.sale.audit import audit_sale
@@ -35,6 +37,15 @@ def sql(url: str, query: str, *params: object) -> list[tuple]:
 def no_deadline() -> int:
     """A deadline for a script call made straight through the gateway that nothing will pass."""
     return int(time.time() * 1000) + 3_600_000
+
+
+def flush_redis(settings: Settings) -> None:
+    """Redis loses everything (a restart without AOF), on every node of a cluster."""
+    if settings.redis_cluster:
+        with RedisCluster.from_url(settings.redis_url) as cluster:
+            cluster.flushall(target_nodes=RedisCluster.PRIMARIES)
+    else:
+        redis_client(settings.redis_url).flushdb()
 
 
 def redis_client(url: str) -> redis.Redis:

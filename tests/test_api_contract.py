@@ -28,7 +28,7 @@ from flashsale.sale.keeper import SaleKeeper
 from flashsale.sale.service import SaleService
 from flashsale.web.app import create_app
 from flashsale.wiring import build_database, build_inventory
-from tests.support import Clock, free_port, redis_client, sql
+from tests.support import Clock, flush_redis, free_port, sql
 from tests.test_openapi import check_response
 
 Pairs = list[tuple[str, str]]
@@ -187,9 +187,23 @@ class Harness:
             close()
 
 
+@pytest.fixture(params=["one tag", "3 shards", "3 shards on a cluster"])
+def layout_env(request: pytest.FixtureRequest, service_env: dict[str, str]) -> dict[str, str]:
+    """Every test of the contract runs on a sale kept under one hash tag, on a sale over three
+    shards of one Redis, and on a sale over three shards of a three-primary Redis Cluster."""
+    if request.param == "one tag":
+        return service_env
+    env = {**service_env, "FLASHSALE_REDIS_SHARDS": "3"}
+    if request.param == "3 shards on a cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        env |= {"REDIS_URL": cluster.url, "FLASHSALE_REDIS_CLUSTER": "on"}
+        flush_redis(Settings.from_env(env))
+    return env
+
+
 @pytest.fixture
-def harness(service_env: dict[str, str], clock: Clock) -> Iterator[Harness]:
-    harness = Harness(service_env, clock)
+def harness(layout_env: dict[str, str], clock: Clock) -> Iterator[Harness]:
+    harness = Harness(layout_env, clock)
     yield harness
     harness.close()
 
@@ -531,7 +545,7 @@ def test_purchase_retry_is_the_same_purchase(harness: Harness, stack: Stack, clo
         again = api.purchase(held["code"])
         assert again.status_code == 200 and again.json == first.json
     # Redis loses the sale; once restored from PostgreSQL the retry is still the same purchase.
-    redis_client(stack.settings.redis_url).flushdb()
+    flush_redis(stack.settings)
     stack.keeper.restore()
     again = api.purchase(held["code"])
     assert again.status_code == 200 and again.json == first.json

@@ -112,8 +112,10 @@ def new_attempt_key() -> str:
 
 
 def sale_of_code(code: str) -> str | None:
-    sale_id, sep, token = code.rpartition(".")
-    if not sep or len(token) < 16 or sale_window(sale_id) is None:
+    """The sale a code names: `<sale_id>.<random>`, or `<sale_id>.<item shard>.<user shard>.
+    <random>` for a sale over several Redis shards; None if it is no code of ours."""
+    sale_id, sep, rest = code.partition(".")
+    if not sep or len(rest.rpartition(".")[2]) < 16 or sale_window(sale_id) is None:
         return None
     return sale_id
 
@@ -160,6 +162,13 @@ class Sale:
     total_items: int
     user_limit: int
     seed: str
+    # The hash tags of its Redis shards (FLASHSALE_REDIS_SHARDS), chosen when it opened; empty
+    # for a sale on one hash tag.
+    shard_tags: tuple[str, ...] = ()
+
+    @property
+    def shards(self) -> int:
+        return len(self.shard_tags) or 1
 
     @property
     def starts_ms(self) -> int:

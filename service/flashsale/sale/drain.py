@@ -38,25 +38,42 @@ def _row(sale_id: str, entry: OutboxEntry) -> AttemptRow:
 def drain_sale(
     inventory: Inventory, database: Database, sale_id: str, max_batches: int, wait: float = 0.0
 ) -> int:
-    """Drain one sale's outbox; returns the number of attempts moved.
+    """Drain a sale's outboxes (one, or the home's and each shard's of a sharded sale);
+    returns the number of attempts moved."""
+    return sum(
+        drain_outbox(inventory, database, sale_id, part, max_batches, wait)
+        for part in inventory.outbox_parts(sale_id)
+    )
 
-    A short lock keeps two drainers from doing the same work twice; correctness does not
+
+def drain_outbox(
+    inventory: Inventory,
+    database: Database,
+    sale_id: str,
+    part: int,
+    max_batches: int,
+    wait: float = 0.0,
+) -> int:
+    """Drain one outbox of a sale; returns the number of attempts moved.
+
+    A short lock per outbox keeps two drainers from doing the same work twice (and lets the
+    sweepers of several pods drain a sharded sale's outboxes side by side); correctness does not
     depend on it (the idempotency key does that). `wait`: seconds to wait for a lock another
     drainer holds (the sweep job waits, so that a run it reports is a real drain; the pod's
     sweeper does not, it comes back within a second anyway).
     """
     moved = 0
-    with inventory.exclusive(sale_id, "drain", ttl=LOCK_SECONDS, wait=wait) as renew:
+    with inventory.exclusive(sale_id, "drain", ttl=LOCK_SECONDS, wait=wait, part=part) as renew:
         if renew is None:
             return 0
         for _ in range(max_batches):
-            entries = inventory.read_outbox(sale_id, BATCH)
+            entries = inventory.read_outbox(sale_id, BATCH, part)
             if not entries:
                 break
             unanswered = database.insert_attempts([_row(sale_id, entry) for entry in entries])
             for code in unanswered:
                 inventory.release(sale_id, code)
-            inventory.trim_outbox(sale_id, through=entries[-1].entry_id)
+            inventory.trim_outbox(sale_id, through=entries[-1].entry_id, part=part)
             moved += len(entries)
             if len(entries) < BATCH:
                 break

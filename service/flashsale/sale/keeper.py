@@ -63,15 +63,19 @@ class SaleKeeper:
     # --- opening and restoring --------------------------------------------------------------
 
     def planned_sale(self, at: float) -> Sale:
+        """The sale of the period containing `at`, as the settings say now; over
+        FLASHSALE_REDIS_SHARDS shards, whose hash tags are chosen now (docs/scaling.md)."""
         period = self.settings.period
         start = domain.period_start(at, period)
+        sale_id = domain.sale_id_for(start, period)
         return Sale(
-            sale_id=domain.sale_id_for(start, period),
+            sale_id=sale_id,
             starts_at=start,
             ends_at=start + period,
             total_items=self.settings.items,
             user_limit=self.settings.user_limit,
             seed=secrets.token_hex(8),
+            shard_tags=self.inventory.shard_tags(sale_id, self.settings.redis_shards),
         )
 
     def open_sale(self, at: float | None = None) -> tuple[Sale, bool]:
@@ -92,14 +96,16 @@ class SaleKeeper:
         return opened
 
     def ensure_loaded(self, sale: Sale) -> bool:
-        """Load the sale into Redis from PostgreSQL unless it is there: opening and restoring
-        are the same step. Returns whether this call loaded it."""
-        if self.inventory.holds(sale.sale_id):
+        """Load the sale into Redis from PostgreSQL unless it is there, whole: opening and
+        restoring (a sale, or the shards of it a node lost) are the same step. Returns whether
+        this call loaded anything."""
+        if not self.inventory.missing(sale):
             return False
         with self.inventory.exclusive(sale.sale_id, "load", ttl=120, wait=120) as held:
             if held is None:
                 raise InventoryError(f"another loader kept sale {sale.sale_id} for 120 s")
-            if self.inventory.holds(sale.sale_id):
+            missing = self.inventory.missing(sale)
+            if not missing:
                 return False  # another loader finished while we waited
             # Sold items stay sold (with their codes, so retries work); codes handed out but
             # never bought answer `code_expired`; reservations only Redis knew become free.
@@ -108,8 +114,9 @@ class SaleKeeper:
                 self.database.purchases_of(sale.sale_id),
                 self.database.issued_claims(sale.sale_id),
                 expire_ms=sale.ends_ms + KEEP_AFTER_END_MS,
+                shards=missing,
             )
-        log.info("sale loaded into redis", extra={"sale_id": sale.sale_id})
+        log.info("sale loaded into redis", extra={"sale_id": sale.sale_id, "shards": missing})
         return True
 
     def restore(self) -> list[str]:
@@ -165,11 +172,12 @@ class SaleKeeper:
         """Return expired reservations to stock. Checkout already takes an expired reservation
         for free; this makes the items hash and the reserved count say so."""
         total = 0
-        for _ in range(max_batches):
-            returned = self.inventory.reclaim(sale_id, now_ms, _CHUNK)
-            total += returned
-            if returned < _CHUNK:
-                break
+        for shard in range(self.inventory.shard_count(sale_id)):
+            for _ in range(max_batches):
+                returned = self.inventory.reclaim(sale_id, now_ms, _CHUNK, shard)
+                total += returned
+                if returned < _CHUNK:
+                    break
         return total
 
     def settle(self, sale_id: str, now_ms: int) -> tuple[int, int]:
@@ -180,6 +188,7 @@ class SaleKeeper:
         Returns (confirmed, voided)."""
         grace_ms = int(self.settings.pending_grace * 1000)
         stale = self.inventory.pending_since(sale_id, now_ms - grace_ms)
+        self.inventory.settle_raised(sale_id, now_ms - grace_ms)
         if not stale:
             return 0, 0
         confirmed, voided = self.database.settle_codes(sale_id, stale)

@@ -152,8 +152,9 @@ class Database:
             # Copying a million items takes longer than any request may: this job may wait.
             cur.execute("SET LOCAL statement_timeout = '10min'")
             cur.execute(
-                "INSERT INTO sales (sale_id, starts_at, ends_at, total_items, user_limit, seed)"
-                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (sale_id) DO NOTHING",
+                "INSERT INTO sales"
+                " (sale_id, starts_at, ends_at, total_items, user_limit, seed, shards, shard_tags)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (sale_id) DO NOTHING",
                 (
                     sale.sale_id,
                     _ts(sale.starts_ms),
@@ -161,6 +162,8 @@ class Database:
                     sale.total_items,
                     sale.user_limit,
                     sale.seed,
+                    sale.shards,
+                    list(sale.shard_tags),
                 ),
             )
             if cur.rowcount == 1:
@@ -176,12 +179,18 @@ class Database:
         assert stored is not None  # the conflicting row is committed before we get here
         return stored
 
-    _SALE_COLUMNS = "sale_id, starts_at, ends_at, total_items, user_limit, seed"
+    _SALE_COLUMNS = "sale_id, starts_at, ends_at, total_items, user_limit, seed, shard_tags"
 
     @staticmethod
     def _sale(row: Sequence) -> Sale:
         return Sale(
-            row[0], int(row[1].timestamp()), int(row[2].timestamp()), row[3], row[4], row[5]
+            row[0],
+            int(row[1].timestamp()),
+            int(row[2].timestamp()),
+            row[3],
+            row[4],
+            row[5],
+            tuple(row[6]),
         )
 
     def get_sale(self, sale_id: str) -> Sale | None:

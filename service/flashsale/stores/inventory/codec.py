@@ -47,3 +47,8 @@ class Claim(NamedTuple):
     def encode(self) -> str:
         text = f"{self.item_id} {self.user_id} {self.expires_ms}"
         return text + " again" if self.again else text
+
+    @classmethod
+    def decode(cls, text: str) -> Claim:
+        item_id, user_id, expires_ms, *again = text.split(" ")
+        return cls(item_id, user_id, int(expires_ms), bool(again))

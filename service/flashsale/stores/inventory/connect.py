@@ -12,15 +12,16 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from flashsale.config import ConfigError
+from flashsale.stores.inventory.cluster import LazyCluster
 
 
 def connect(
     url: str, *, max_connections: int, timeout: float, cluster: bool = False
-) -> redis.Redis | RedisCluster:
+) -> redis.Redis | LazyCluster:
     """A client whose every call is bounded in time: a dead Redis gives an error, never a hang.
 
-    With `cluster`, `url` names any node of a Redis Cluster: each sale's keys share one hash
-    tag, so every script runs on the one node that owns the sale's slot. A
+    With `cluster`, `url` names any node of a Redis Cluster (made on first use: see
+    LazyCluster); each script's keys share one hash tag, so it runs on one node. A
     `redis+sentinel://host:port,.../<master>` URL follows the primary its sentinels name, also
     across a failover.
     """
@@ -34,7 +35,9 @@ def connect(
         "retry": Retry(NoBackoff(), 0),
     }
     if cluster:
-        return RedisCluster.from_url(url, max_connections=max_connections, **bounds)
+        return LazyCluster(
+            lambda: RedisCluster.from_url(url, max_connections=max_connections, **bounds)
+        )
     if url.startswith(SENTINEL_SCHEME):
         sentinels, master, db = _parse_sentinel_url(url)
         watchers = Sentinel(sentinels, sentinel_kwargs={"socket_timeout": timeout}, **bounds)

@@ -1,34 +1,54 @@
 """The live sale in Redis: the one class that speaks Redis, with a named method for each thing
-the service, the jobs and the audit need and a typed answer for each.
+the service, the jobs and the audit need and a typed answer for each (answers.py).
 
 Every decision is one Lua script run by SHA (`scripts/`); the few plain commands here only read,
-tidy or move records. Key names are in keys.py, the item-state encoding in codec.py.
+tidy or move records. Key names and where a sale's data lives are in keys.py, the item-state
+encoding in codec.py. A sale over K shards (docs/scaling.md) is decided in two steps when the
+user's shard is not the item's; this class keeps that out of its callers' sight.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
-from typing import Any, NamedTuple
+from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import LockError, NoScriptError, RedisError
 
 from flashsale.domain import Purchase, Sale
+from flashsale.stores.inventory.answers import (
+    CheckoutAnswer,
+    OutboxEntry,
+    PurchaseAnswer,
+    QueueLength,
+    QueuePlace,
+    SaleFigures,
+    outbox_entry,
+    queue_place,
+)
 from flashsale.stores.inventory.batching import Batcher, under_gevent
-from flashsale.stores.inventory.codec import SOLD, Claim, ItemState
-from flashsale.stores.inventory.keys import OUTBOX_REGISTRY, keys_for
+from flashsale.stores.inventory.cluster import LazyCluster, NodeBatchers, is_cluster, shard_tags
+from flashsale.stores.inventory.codec import RESERVED, SOLD, Claim, ItemState
+from flashsale.stores.inventory.keys import OUTBOX_REGISTRY, SaleKeys, SaleLayout, keys_for
 
 # What a failing or absent Redis raises; callers turn it into 503 `unavailable`.
 InventoryError = RedisError
 
 _SCRIPTS = (
     "checkout",
+    "checkout_user",
+    "checkout_item",
     "purchase",
+    "purchase_user",
+    "set_token",
     "revert",
     "release",
     "adopt",
@@ -44,82 +64,9 @@ _SCRIPTS = (
 _REQUIRES = re.compile(r"^-- requires: (.+)$", re.MULTILINE)
 _CHUNK = 1000  # fields per command when a sale is loaded
 _MISSING = "\0"  # record_attempt.lua's stand-in for a parameter the request did not have
-
-
-class CheckoutAnswer(NamedTuple):
-    """checkout.lua's decision. `sale_id` is the sale the attempt was filed under ('' if none).
-    `late`: Redis ran it after the caller's deadline, so it decided and recorded nothing."""
-
-    outcome: str
-    code: str
-    expires_ms: int
-    retry_ms: int
-    sale_id: str
-
-
-class PurchaseAnswer(NamedTuple):
-    """purchase.lua's decision: `kind` is sold (now; `at_ms` is also its pending stamp), repeat
-    (sold before under this code), sale_missing (Redis does not hold the sale), rate_limited,
-    code_not_found, code_expired, or late (run after the caller's deadline: nothing done)."""
-
-    kind: str
-    item_id: str = ""
-    user_id: str = ""
-    at_ms: int = 0
-    sale_id: str = ""
-    retry_ms: int = 0
-
-
-class SaleFigures(NamedTuple):
-    """One consistent reading of a sale's counts (status.lua)."""
-
-    sale_id: str
-    starts_ms: int
-    ends_ms: int
-    total: int
-    sold: int
-    reserved: int
-    backlog: int
-
-    @property
-    def remaining(self) -> int:
-        return self.total - self.sold
-
-
-class QueuePlace(NamedTuple):
-    """Where a ticket stands (queue_join.lua, queue_ticket.lua). `outcome` is ok, rate_limited,
-    no_active_sale or ticket_not_found; `position` is None before the draw is sealed at the
-    opening; `wait_ms` is the ms until the ticket is due (or until a token, when rate limited);
-    `newly` is how many admissions this call recorded (each is recorded by one call only)."""
-
-    outcome: str
-    ticket: str
-    user_id: str
-    position: int | None
-    admitted: bool
-    wait_ms: int
-    pass_until_ms: int
-    newly: int
-
-
-class QueueLength(NamedTuple):
-    """How many wait in a queue, and how many admissions this reading recorded."""
-
-    waiting: int
-    newly: int
-
-
-class OutboxEntry(NamedTuple):
-    """A checkout attempt in a sale's outbox, as its script recorded it."""
-
-    entry_id: str
-    attempt_key: str
-    sale_id: str | None
-    user_id: str | None
-    item_id: str | None
-    outcome: str
-    code: str | None
-    created_ms: int
+# How long a pod trusts what it heard about a shard being sold out (it can go back, rarely: a
+# purchase voided past the grace frees its item).
+_SOLD_OUT_FOR = 1.0
 
 
 @cache
@@ -132,6 +79,14 @@ def _script_text(name: str) -> str:
     return "\n".join([*((folder / f"{lib}.lua").read_text() for lib in libraries), text])
 
 
+class _Script:
+    """A script's text and the SHA1 Redis knows it by."""
+
+    def __init__(self, text: str):
+        self.script = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()  # noqa: S324 - Redis's own name
+
+
 def _stream_id_after(entry_id: str) -> str:
     """The stream id right after `entry_id`: trimming below it removes exactly the entries up
     to it, as XADD only appends ids above the stream's last one."""
@@ -141,17 +96,56 @@ def _stream_id_after(entry_id: str) -> str:
     return f"{millis}-{int(sequence) + 1}"
 
 
-class Inventory:
-    """Typed calls to the sale's scripts and keys. Holds the client, the scripts and, in a
-    gevent worker, the Batcher that sends the hot-path calls (with its connection and queue)."""
+_SHARDED_CODE = re.compile(r"[^.]+\.(\d{1,4})\.(\d{1,4})\.[^.]+", re.ASCII)
 
-    def __init__(self, client: redis.Redis | RedisCluster):
-        self._client = client
-        self._scripts = {name: client.register_script(_script_text(name)) for name in _SCRIPTS}
-        # In a gevent worker, concurrent calls share round-trips (see batching.py). A cluster
-        # routes each command to its slot's node: its calls go out one by one.
-        batch = under_gevent() and not isinstance(client, RedisCluster)
-        self._execute = Batcher(client).execute_command if batch else client.execute_command
+
+def _code_shards(code: str) -> tuple[int, int] | None:
+    """(item shard, user shard) named by a code of a sharded sale
+    (`<sale_id>.<item shard>.<user shard>.<random>`), or None."""
+    match = _SHARDED_CODE.fullmatch(code)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+@dataclass(frozen=True)
+class _Checkout:
+    """One checkout's arguments, as every step of it passes them on."""
+
+    sale_id: str
+    user_id: str
+    item_id: str
+    now_ms: int
+    ttl_ms: int
+    code: str
+    user_rate: float
+    ip_rate: float
+    client_ip: str
+    attempt_key: str
+    deadline_ms: int
+    seen_open: str  # the sale's id if the caller saw it open, else ''
+
+
+class Inventory:
+    """Typed calls to the sales' scripts and keys. Holds the client, the scripts, the layouts
+    of the sales it met (they never change) and, in a gevent worker, the Batchers that send the
+    hot-path calls (one per Cluster node)."""
+
+    def __init__(self, client: redis.Redis | RedisCluster | LazyCluster):
+        self._client: Any = client
+        self._cluster = is_cluster(client)
+        self._scripts = {name: _Script(_script_text(name)) for name in _SCRIPTS}
+        # In a gevent worker, concurrent calls share round-trips (see batching.py); on a
+        # cluster, those to one node.
+        self._execute: Callable[..., Any]
+        if under_gevent():
+            batcher = NodeBatchers(client) if self._cluster else Batcher(client)
+            self._execute = batcher.execute_command
+        elif self._cluster:  # made on first use: see LazyCluster
+            self._execute = lambda *command: client.execute_command(*command)
+        else:
+            self._execute = client.execute_command
+        self._layouts: dict[str, SaleLayout] = {}
+        # (sale, shard) -> (sold out?, when heard)
+        self._sold_out: dict[tuple[str, int], tuple[bool, float]] = {}
 
     def close(self) -> None:
         self._client.close()
@@ -166,7 +160,15 @@ class Inventory:
         """Load every script now, rather than on its first call (a fresh Redis answers that
         first call NOSCRIPT, and it is sent again with the script)."""
         for script in self._scripts.values():
-            self._client.script_load(script.script)
+            for server in self._servers():
+                server.script_load(script.script)
+
+    def _servers(self, key: str | None = None) -> list[redis.Redis]:
+        """The server that holds `key`, or every primary (a single Redis: the client)."""
+        if not self._cluster:
+            return [self._client]
+        nodes = [self._client.get_node_from_key(key)] if key else self._client.get_primaries()
+        return [self._client.get_redis_connection(node) for node in nodes]
 
     def _eval(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA; a Redis that restarted and forgot the script gets it loaded again."""
@@ -174,8 +176,55 @@ class Inventory:
         try:
             return self._execute("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:
-            self._client.script_load(script.script)
+            self._servers(keys[0])[0].script_load(script.script)
             return self._execute("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    # --- layouts ----------------------------------------------------------------------------
+
+    def shard_tags(self, sale_id: str, shards: int) -> tuple[str, ...]:
+        """The hash tags a sale opened now over `shards` shards gets (docs/scaling.md)."""
+        return shard_tags(self._client, sale_id, shards)
+
+    def layout(self, sale_id: str) -> SaleLayout:
+        """Where the sale's data lives, read once from its home meta and kept. A sale Redis does
+        not hold (yet) gets the one-tag layout, not kept."""
+        layout = self._layouts.get(sale_id)
+        if layout is not None:
+            return layout
+        total, tags = self._client.hmget(keys_for(sale_id).meta, "total", "tags")
+        if total is None:
+            return SaleLayout(sale_id, 0)
+        layout = SaleLayout(sale_id, int(total), tuple(tags.split(",")) if tags else ())
+        if len(self._layouts) > 64:
+            self._layouts.clear()
+        self._layouts[sale_id] = layout
+        return layout
+
+    def _sharded(self, sale_id: str) -> SaleLayout | None:
+        """The layout of a sale known to be sharded; None for any other (its calls go to the
+        home tag, whose scripts answer `sharded` for a sharded sale, once per worker)."""
+        layout = self._layouts.get(sale_id)
+        return layout if layout is not None and layout.k > 1 else None
+
+    def _heard(self, layout: SaleLayout, shard: int, sold_out: Any) -> None:
+        self._sold_out[(layout.sale_id, shard)] = (bool(int(sold_out)), time.monotonic())
+
+    def _all_sold_out(self, layout: SaleLayout, but: int | None = None) -> bool:
+        """Whether every shard of the sale (but `but`) is sold out, as heard within the last
+        second: from the replies of its scripts, else read again (one read a second a shard at
+        most)."""
+        now = time.monotonic()
+        for shard in range(layout.k):
+            if shard == but:
+                continue
+            heard = self._sold_out.get((layout.sale_id, shard))
+            if heard is None or now - heard[1] >= _SOLD_OUT_FOR:
+                total, sold = self._execute("HMGET", layout.shards[shard].meta, "total", "sold")
+                self._heard(layout, shard, total is not None and int(sold) >= int(total))
+                heard = self._sold_out[(layout.sale_id, shard)]
+            if not heard[0]:
+                return False
+        return True
 
     # --- the hot path -----------------------------------------------------------------------
 
@@ -195,41 +244,187 @@ class Inventory:
         deadline_ms: int,
         seen_open: bool = False,
     ) -> CheckoutAnswer:
-        """Decide and record one checkout (checkout.lua), as the attempt `attempt_key`, unless
-        Redis's clock is past `deadline_ms` when it runs. `seen_open`: the caller saw the sale
-        open, so its absence means Redis lost it."""
-        keys = keys_for(sale_id)
-        outcome, code, expires, retry_ms, filed_under = self._eval(
+        """Decide and record one checkout, as the attempt `attempt_key`, unless Redis's clock is
+        past `deadline_ms` when it runs (answer `late`: nothing decided, nothing recorded).
+        `seen_open`: the caller saw the sale open, so its absence means Redis lost it."""
+        ask = _Checkout(
+            sale_id,
+            user_id,
+            item_id,
+            now_ms,
+            ttl_ms,
+            fresh_code,
+            user_rate,
+            ip_rate if client_ip else 0,
+            client_ip,
+            attempt_key,
+            deadline_ms,
+            sale_id if seen_open else "",
+        )
+        layout = self._sharded(sale_id)
+        if layout is None:
+            answer, _ = self._checkout_script(keys_for(sale_id), ask, others_sold_out=True)
+            if answer.outcome != "sharded":
+                return answer
+            layout = self.layout(sale_id)
+        return self._checkout_sharded(layout, ask)
+
+    def _checkout_script(
+        self, keys: SaleKeys, ask: _Checkout, *, others_sold_out: bool
+    ) -> tuple[CheckoutAnswer, bool]:
+        """checkout.lua on one tag: (its answer, whether that tag's items are sold out)."""
+        outcome, code, expires, retry_ms, filed_under, sold_out = self._eval(
             "checkout",
             [
                 keys.meta,
                 keys.items,
                 keys.codes,
                 keys.reserved,
-                keys.user(user_id),
+                keys.user(ask.user_id),
                 keys.outbox,
-                keys.user_bucket(user_id),
-                keys.ip_bucket(client_ip),
+                keys.user_bucket(ask.user_id),
+                keys.ip_bucket(ask.client_ip),
             ],
             [
-                user_id,
-                item_id,
-                now_ms,
-                ttl_ms,
-                fresh_code,
-                user_rate,
-                ip_rate,
-                sale_id if seen_open else "",
-                attempt_key,
-                deadline_ms,
+                ask.user_id,
+                ask.item_id,
+                ask.now_ms,
+                ask.ttl_ms,
+                ask.code,
+                ask.user_rate,
+                ask.ip_rate,
+                ask.seen_open,
+                ask.attempt_key,
+                ask.deadline_ms,
+                "1" if others_sold_out else "",
             ],
         )
-        return CheckoutAnswer(outcome, code, int(expires), int(retry_ms), filed_under)
+        answer = CheckoutAnswer(outcome, code, int(expires), int(retry_ms), filed_under)
+        return answer, bool(int(sold_out))
+
+    def _checkout_sharded(self, layout: SaleLayout, ask: _Checkout) -> CheckoutAnswer:
+        """A checkout of a sharded sale: one script when the user lives on the item's shard,
+        else the user's step, then the item's (docs/scaling.md)."""
+        item_shard = layout.item_shard(ask.item_id)
+        user_shard = layout.user_shard(ask.user_id)
+        token = ask.code.rpartition(".")[2]
+        shards = f"{user_shard if item_shard is None else item_shard}.{user_shard}"
+        ask = replace(ask, code=f"{ask.sale_id}.{shards}.{token}")
+        if ask.ip_rate:  # the address's bucket lives on its own shard: spend it first
+            wait = self._take_address_token(layout, ask.client_ip, ask.ip_rate, ask.now_ms)
+            if wait:
+                return self._checkout_refused(layout, user_shard, ask, "rate_limited", wait)
+            ask = replace(ask, ip_rate=0)
+        if item_shard == user_shard:
+            others = self._all_sold_out(layout, but=item_shard)
+            keys = layout.shards[item_shard]
+            answer, sold_out = self._checkout_script(keys, ask, others_sold_out=others)
+            self._heard(layout, item_shard, sold_out)
+            return answer
+
+        user_keys = layout.shards[user_shard]
+        step, expires, retry_ms, filed_under = self._eval(
+            "checkout_user",
+            [
+                user_keys.meta,
+                user_keys.user(ask.user_id),
+                user_keys.outbox,
+                user_keys.user_bucket(ask.user_id),
+                user_keys.ip_bucket(ask.client_ip),
+            ],
+            [
+                ask.user_id,
+                ask.item_id,
+                ask.now_ms,
+                ask.ttl_ms,
+                ask.user_rate,
+                ask.ip_rate,
+                ask.seen_open,
+                ask.attempt_key,
+                ask.deadline_ms,
+                "" if item_shard is None else "1",
+                "1" if self._all_sold_out(layout) else "",
+            ],
+        )
+        if step not in ("token", "held"):  # refused and recorded there, or late
+            return CheckoutAnswer(step, "", 0, int(retry_ms), filed_under)
+        assert item_shard is not None  # the user step refuses an item of no shard
+        item_keys = layout.shards[item_shard]
+        outcome, code, until, sold_out = self._eval(
+            "checkout_item",
+            [
+                item_keys.meta,
+                item_keys.items,
+                item_keys.codes,
+                item_keys.reserved,
+                item_keys.outbox,
+            ],
+            [
+                ask.user_id,
+                ask.item_id,
+                ask.now_ms,
+                expires,
+                ask.code,
+                ask.attempt_key,
+                ask.deadline_ms,
+                "1" if self._all_sold_out(layout, but=item_shard) else "",
+            ],
+        )
+        self._heard(layout, item_shard, sold_out)
+        if outcome not in ("ok", "late") and step == "token":
+            # A definite refusal: the token this checkout took goes (unless it changed since).
+            with contextlib.suppress(RedisError):  # else it expires with `expires`
+                self._set_token(layout, ask.user_id, ask.item_id, "", expected=expires)
+        return CheckoutAnswer(outcome, code, int(until), 0, filed_under)
+
+    def _checkout_refused(
+        self, layout: SaleLayout, shard: int, ask: _Checkout, outcome: str, retry_ms: int
+    ) -> CheckoutAnswer:
+        """A refusal the pod decided (the address's bucket was empty), recorded in the user's
+        shard's outbox."""
+        recorded = self._record_on(
+            layout.shards[shard],
+            outcome,
+            ask.now_ms,
+            ask.user_id,
+            ask.item_id,
+            ask.attempt_key,
+            ask.deadline_ms,
+        )
+        if not recorded:
+            return CheckoutAnswer("late", "", 0, 0, "")
+        return CheckoutAnswer(outcome, "", 0, retry_ms, ask.sale_id)
+
+    def _set_token(
+        self,
+        layout: SaleLayout,
+        user_id: str,
+        item_id: str,
+        score: str,
+        *,
+        expected: Any = "",
+        code: str = "",
+    ) -> bool:
+        """The user's token for an item becomes `score` ('' removes it), only while it is still
+        `expected` ('' for any); a purchase's `raising` note goes (set_token.lua)."""
+        keys = layout.shards[layout.user_shard(user_id)]
+        return bool(
+            self._eval(
+                "set_token",
+                [keys.user(user_id), keys.raising],
+                [item_id, score, expected, code],
+            )
+        )
 
     def take_address_token(self, sale_id: str, client_ip: str, *, rate: float, now_ms: int) -> int:
         """0 when a request from this address may pass, else the ms until one may (see
         rate_limit.lua). The bucket is the one checkout and purchase spend from."""
-        keys = keys_for(sale_id)
+        return self._take_address_token(self.layout(sale_id), client_ip, rate, now_ms)
+
+    def _take_address_token(
+        self, layout: SaleLayout, client_ip: str, rate: float, now_ms: int
+    ) -> int:
+        keys = layout.shards[layout.address_shard(client_ip)]
         return int(self._eval("rate_limit", [keys.ip_bucket(client_ip)], [rate, now_ms]))
 
     def purchase(
@@ -244,8 +439,98 @@ class Inventory:
         deadline_ms: int,
     ) -> PurchaseAnswer:
         """Turn the code's reservation into a sale, pending until PostgreSQL has it, unless
-        Redis's clock is past `deadline_ms` when it runs."""
-        keys = keys_for(sale_id)
+        Redis's clock is past `deadline_ms` when it runs (answer `late`)."""
+        ip_rate = ip_rate if client_ip else 0
+        layout = self._sharded(sale_id)
+        if layout is None:
+            keys = keys_for(sale_id)
+            answer = self._purchase_script(
+                keys, code, now_ms, user_rate, ip_rate, client_ip, deadline_ms, user_here=True
+            )
+            if answer.kind != "sharded":
+                return answer
+            layout = self.layout(sale_id)
+        shards = _code_shards(code)
+        if shards is None or max(shards) >= layout.k:
+            wait = self._take_address_token(layout, client_ip, ip_rate, now_ms) if ip_rate else 0
+            return (
+                PurchaseAnswer("rate_limited", retry_ms=wait)
+                if wait
+                else PurchaseAnswer("code_not_found")
+            )
+        item_shard, user_shard = shards
+        item_keys = layout.shards[item_shard]
+        if ip_rate:
+            wait = self._take_address_token(layout, client_ip, ip_rate, now_ms)
+            if wait:
+                return PurchaseAnswer("rate_limited", retry_ms=wait)
+            ip_rate = 0
+        if item_shard == user_shard:
+            return self._purchase_script(
+                item_keys,
+                code,
+                now_ms,
+                user_rate,
+                0,
+                client_ip,
+                deadline_ms,
+                user_here=True,
+                heard=(layout, item_shard),
+            )
+        claim = self._execute("HGET", item_keys.codes, code)
+        if claim is None:
+            lost = not self._execute("EXISTS", item_keys.meta)  # its node lost the shard
+            return PurchaseAnswer("sale_missing" if lost else "code_not_found")
+        item_id, user_id, _ = claim.split(" ")[:3]
+        if layout.user_shard(user_id) != user_shard:
+            return PurchaseAnswer("code_not_found")  # a made-up code
+        user_keys = layout.shards[user_shard]
+        step, before = self._eval(
+            "purchase_user",
+            [
+                user_keys.user(user_id),
+                user_keys.user_bucket(user_id),
+                user_keys.ip_bucket(client_ip),
+                user_keys.raising,
+            ],
+            [code, item_id, now_ms, user_rate, 0, deadline_ms],
+        )
+        if step == "late":
+            return PurchaseAnswer("late")
+        if step == "rate_limited":
+            return PurchaseAnswer(step, retry_ms=int(before))
+        answer = self._purchase_script(
+            item_keys,
+            code,
+            now_ms,
+            0,
+            0,
+            client_ip,
+            deadline_ms,
+            user_here=False,
+            heard=(layout, item_shard),
+        )
+        if answer.kind not in ("sold", "repeat", "late"):
+            # A definite refusal: the item goes back to what it was in the user's set.
+            with contextlib.suppress(RedisError):  # else the sweeper settles the note
+                self._set_token(layout, user_id, item_id, before, expected="inf", code=code)
+        return answer
+
+    def _purchase_script(
+        self,
+        keys: SaleKeys,
+        code: str,
+        now_ms: int,
+        user_rate: float,
+        ip_rate: float,
+        client_ip: str,
+        deadline_ms: int,
+        *,
+        user_here: bool,
+        heard: tuple[SaleLayout, int] | None = None,
+    ) -> PurchaseAnswer:
+        """purchase.lua on one tag; `user_here`: the buyer's set and bucket live on it too;
+        `heard`: (layout, shard) of a sharded sale, whose sold-out the reply tells."""
         answer = self._eval(
             "purchase",
             [
@@ -261,8 +546,8 @@ class Inventory:
                 now_ms,
                 user_rate,
                 ip_rate,
-                keys.user_prefix,
-                keys.user_bucket_prefix,
+                keys.user_prefix if user_here else "",
+                keys.user_bucket_prefix if user_here else "",
                 deadline_ms,
             ],
         )
@@ -270,55 +555,97 @@ class Inventory:
         if kind == "rate_limited":
             return PurchaseAnswer(kind, retry_ms=int(answer[1]))
         if kind in ("sold", "repeat"):
-            _, item_id, user_id, at_ms, sold_in = answer
+            item_id, user_id, at_ms, sold_in = answer[1:5]
+            if kind == "sold" and heard is not None:
+                self._heard(heard[0], heard[1], answer[5])
             return PurchaseAnswer(kind, item_id, user_id, int(at_ms), sold_in)
         return PurchaseAnswer(kind)
 
+    def _code_layout(self, sale_id: str, code: str) -> tuple[SaleLayout, SaleKeys, Claim | None]:
+        """The layout of the code's sale, the keys of its item's shard, and its claim (read only
+        for a sharded sale, whose other steps need the user)."""
+        layout = self.layout(sale_id)
+        if layout.k == 1:
+            return layout, layout.home, None
+        shards = _code_shards(code)
+        if shards is None or shards[0] >= layout.k:
+            return layout, layout.home, None
+        keys = layout.shards[shards[0]]
+        text = self._client.hget(keys.codes, code)
+        return layout, keys, Claim.decode(text) if text else None
+
     def confirm(self, sale_id: str, code: str) -> None:
-        """PostgreSQL holds the purchase: it is no longer pending."""
-        self._execute("ZREM", keys_for(sale_id).pending, code)
+        """PostgreSQL holds the purchase: it is no longer pending (nor, on a sharded sale, in
+        flight on its user's shard)."""
+        layout = self._sharded(sale_id)
+        shards = _code_shards(code) if layout is not None else None
+        if layout is None or shards is None:
+            self._execute("ZREM", keys_for(sale_id).pending, code)
+            return
+        self._execute("ZREM", layout.shards[shards[0]].pending, code)
+        if shards[0] != shards[1]:
+            self._execute("ZREM", layout.shards[shards[1]].raising, code)
 
     def revert(self, sale_id: str, code: str, stamp: int) -> bool:
         """The request that sold a purchase undoes it (PostgreSQL surely did not record it),
         unless a retry touched it since (revert.lua). Returns whether it did."""
-        keys = keys_for(sale_id)
-        return bool(
+        layout, keys, claim = self._code_layout(sale_id, code)
+        user_here = claim is None or layout.user_shard(claim.user_id) == layout.shards.index(keys)
+        reverted = bool(
             self._eval(
                 "revert",
                 [keys.meta, keys.items, keys.codes, keys.reserved, keys.pending],
-                [code, keys.user_prefix, stamp],
+                [code, keys.user_prefix if user_here else "", stamp],
             )
         )
+        if reverted and not user_here:
+            assert claim is not None
+            self._set_token(
+                layout,
+                claim.user_id,
+                claim.item_id,
+                str(claim.expires_ms),
+                expected="inf",
+                code=code,
+            )
+        return reverted
 
     def release(self, sale_id: str, code: str) -> bool:
         """The code's hold on its item goes: a reservation nobody was told of, or a purchase
         voided in PostgreSQL (release.lua). Returns whether it did."""
-        keys = keys_for(sale_id)
-        return bool(
-            self._eval(
-                "release",
-                [keys.meta, keys.items, keys.codes, keys.reserved, keys.pending],
-                [code, keys.user_prefix],
-            )
+        layout, keys, claim = self._code_layout(sale_id, code)
+        user_here = claim is None or layout.user_shard(claim.user_id) == layout.shards.index(keys)
+        user_id = self._eval(
+            "release",
+            [keys.meta, keys.items, keys.codes, keys.reserved, keys.pending],
+            [code, keys.user_prefix if user_here else ""],
         )
+        if user_id and not user_here:
+            assert claim is not None
+            self._set_token(layout, claim.user_id, claim.item_id, "", code=code)
+        return bool(user_id)
 
     def adopt(self, sale_id: str, lost_code: str, stored: Purchase) -> bool:
         """Make Redis hold the purchase PostgreSQL has for the item (see adopt.lua)."""
-        keys = keys_for(sale_id)
-        return bool(
-            self._eval(
-                "adopt",
-                [keys.items, keys.codes, keys.pending],
-                [
-                    lost_code,
-                    stored.code,
-                    stored.item_id,
-                    stored.user_id,
-                    stored.purchased_ms,
-                    keys.user_prefix,
-                ],
-            )
+        layout = self.layout(sale_id)
+        shard = layout.item_shard(stored.item_id) or 0
+        keys = layout.shards[shard]
+        holder = self._eval(
+            "adopt",
+            [keys.items, keys.codes, keys.pending],
+            [
+                lost_code,
+                stored.code,
+                stored.item_id,
+                stored.user_id,
+                stored.purchased_ms,
+                keys.user_prefix if layout.k == 1 else "",
+            ],
         )
+        if holder and layout.k > 1:
+            self._set_token(layout, holder, stored.item_id, "")
+            self._set_token(layout, stored.user_id, stored.item_id, "inf")
+        return bool(holder)
 
     def record_attempt(
         self,
@@ -331,9 +658,25 @@ class Inventory:
         attempt_key: str,
         deadline_ms: int,
     ) -> bool:
-        """Record an attempt decided before checkout.lua could run (record_attempt.lua). False
-        when Redis ran it after `deadline_ms` and recorded nothing."""
-        keys = keys_for(sale_id)
+        """Record an attempt decided before checkout.lua could run (record_attempt.lua), in the
+        outbox of the user's shard (or the home one). False when Redis ran it after
+        `deadline_ms` and recorded nothing."""
+        layout = self.layout(sale_id)
+        keys = layout.home
+        if layout.k > 1 and user_id is not None:
+            keys = layout.shards[layout.user_shard(user_id)]
+        return self._record_on(keys, outcome, now_ms, user_id, item_id, attempt_key, deadline_ms)
+
+    def _record_on(
+        self,
+        keys: SaleKeys,
+        outcome: str,
+        now_ms: int,
+        user_id: str | None,
+        item_id: str | None,
+        attempt_key: str,
+        deadline_ms: int,
+    ) -> bool:
         return bool(
             self._eval(
                 "record_attempt",
@@ -369,7 +712,11 @@ class Inventory:
     ) -> QueuePlace:
         """Join the sale's queue, or find the user's ticket again (queue_join.lua)."""
         keys = keys_for(sale_id)
-        return _place(
+        wait = self._spend_address_first(sale_id, client_ip, ip_rate, now_ms)
+        if wait:
+            return QueuePlace("rate_limited", "", user_id, None, False, wait, 0, 0)
+        ip_rate = ip_rate if self.layout(sale_id).k == 1 else 0
+        return queue_place(
             self._eval(
                 "queue_join",
                 [
@@ -409,7 +756,11 @@ class Inventory:
     ) -> QueuePlace:
         """Where a ticket stands, and its pass's expiry once admitted (queue_ticket.lua)."""
         keys = keys_for(sale_id)
-        return _place(
+        wait = self._spend_address_first(sale_id, client_ip, ip_rate, now_ms)
+        if wait:
+            return QueuePlace("rate_limited", ticket, "", None, False, wait, 0, 0)
+        ip_rate = ip_rate if self.layout(sale_id).k == 1 else 0
+        return queue_place(
             self._eval(
                 "queue_ticket",
                 [keys.queue, keys.queue_tickets, keys.queue_draw, keys.ip_bucket(client_ip)],
@@ -423,6 +774,17 @@ class Inventory:
                 ],
             )
         )
+
+    def _spend_address_first(
+        self, sale_id: str, client_ip: str, rate: float, now_ms: int | None
+    ) -> int:
+        """A sharded sale's address bucket lives on its own shard, not with the queue's keys:
+        spend it first (0 when it let the request through, or a one-tag sale)."""
+        layout = self.layout(sale_id)
+        if layout.k == 1 or not rate or not client_ip:
+            return 0
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        return self._take_address_token(layout, client_ip, rate, now)
 
     def queue_length(
         self, sale_id: str, *, now_ms: int | None, window_ms: tuple[int, int], rate_milli: int
@@ -439,14 +801,25 @@ class Inventory:
     # --- reads ------------------------------------------------------------------------------
 
     def figures(self, sale_id: str, now_ms: int) -> SaleFigures | None:
-        """The sale's counts now, or None if Redis does not hold it."""
-        keys = keys_for(sale_id)
-        row = self._eval("status", [keys.meta, keys.reserved, keys.outbox], [now_ms])
-        if not row:
+        """The sale's counts now (summed over its shards), or None if Redis does not hold it
+        whole (a shard lost with its node is being restored)."""
+        layout = self.layout(sale_id)
+        rows = [
+            self._eval("status", [keys.meta, keys.reserved, keys.outbox], [now_ms])
+            for keys in layout.shards
+        ]
+        if not all(rows):
             return None
-        held, starts, ends, total, sold, reserved, backlog = row
+        backlog = self._client.xlen(layout.home.outbox) if layout.k > 1 else 0
+        held, starts, ends = rows[0][:3]
         return SaleFigures(
-            held, int(starts), int(ends), int(total), int(sold), int(reserved), int(backlog)
+            held,
+            int(starts),
+            int(ends),
+            sum(int(row[3]) for row in rows),
+            sum(int(row[4]) for row in rows),
+            sum(int(row[5]) for row in rows),
+            backlog + sum(int(row[6]) for row in rows),
         )
 
     def sale(self, sale_id: str) -> Sale | None:
@@ -461,22 +834,32 @@ class Inventory:
             int(meta["total"]),
             int(meta["limit"]),
             meta["seed"],
+            tuple(meta["tags"].split(",")) if meta.get("tags") else (),
         )
 
-    def holds(self, sale_id: str) -> bool:
-        return bool(self._client.exists(keys_for(sale_id).meta))
+    def missing(self, sale: Sale) -> list[int]:
+        """The shards of the sale Redis does not hold (all, when its home meta is gone too):
+        what a load must (re)build. Empty when Redis holds it whole."""
+        layout = SaleLayout(sale.sale_id, sale.total_items, sale.shard_tags)
+        home = bool(self._client.exists(layout.home.meta))
+        if layout.k == 1:
+            return [] if home else [0]
+        there = [bool(self._client.exists(keys.meta)) for keys in layout.shards]
+        lost = [shard for shard, present in enumerate(there) if not present]
+        return lost if home or lost else [-1]  # -1: only the home meta is gone
 
     # --- loading a sale ---------------------------------------------------------------------
 
     @contextlib.contextmanager
     def exclusive(
-        self, sale_id: str, job: str, *, ttl: float, wait: float
+        self, sale_id: str, job: str, *, ttl: float, wait: float, part: int = 0
     ) -> Iterator[Callable[[], None] | None]:
-        """A short lock of one job on one sale (`load` or `drain`). Yields a function that
-        renews it, or None when another holder kept it for `wait` seconds. A lock that cannot
-        be released (Redis went away) times out by itself."""
-        keys = keys_for(sale_id)
-        name = {"load": keys.load_lock, "drain": keys.drain_lock}[job]
+        """A short lock of one job on one sale (`load`) or on one of its outboxes (`drain`, its
+        `part`, see outbox_parts). Yields a function that renews it, or None when another
+        holder kept it for `wait` seconds. A lock that cannot be released (Redis went away)
+        times out by itself."""
+        keys = self._part(sale_id, part)
+        name = {"load": keys_for(sale_id).load_lock, "drain": keys.drain_lock}[job]
         lock = self._client.lock(
             name, timeout=ttl, blocking=wait > 0, blocking_timeout=wait or None
         )
@@ -501,23 +884,76 @@ class Inventory:
         issued: dict[str, tuple[str, str]],
         *,
         expire_ms: int,
+        shards: list[int] | None = None,
     ) -> bool:
-        """Load a sale into staging keys and publish it in one step (publish.lua), unless it is
-        already there. `sold`: its purchases (they stay sold, their codes answer with them);
-        `issued`: code -> (item, user) of checkouts handed out (they can no longer be bought);
-        reservations only Redis knew are not carried over. Returns whether this call loaded it."""
-        keys = keys_for(sale.sale_id)
-        states = {
-            str(position): ItemState("-").encode() for position in range(1, sale.total_items + 1)
+        """Load a sale (or the given shards of it, lost with their node) into staging keys and
+        publish each in one step (publish.lua), unless it is there; the home meta goes last, so
+        a sale is live only once whole. `sold`: its purchases (they stay sold, their codes
+        answer with them); `issued`: code -> (item, user) of checkouts handed out (they can no
+        longer be bought); reservations only Redis knew are not carried over. A rebuilt shard's
+        users get back their purchases and the reservations the surviving shards hold for them,
+        so the limit still counts everything. Returns whether this call loaded anything."""
+        layout = SaleLayout(sale.sale_id, sale.total_items, sale.shard_tags)
+        wanted = (
+            range(layout.k) if shards is None or shards == [0] else [s for s in shards if s >= 0]
+        )
+        sold = list(sold)
+        live = self._live_reservations(layout, skip=set(wanted)) if layout.k > 1 else {}
+        loaded = False
+        for shard in wanted:
+            loaded |= self._load_shard(layout, sale, shard, sold, issued, live, expire_ms)
+        home_meta = {
+            "sale_id": sale.sale_id,
+            "starts_ms": sale.starts_ms,
+            "ends_ms": sale.ends_ms,
+            "total": sale.total_items,
+            "limit": sale.user_limit,
+            "seed": sale.seed,
+            "expire_ms": expire_ms,
         }
-        codes = {code: Claim(item, user, 0).encode() for code, (item, user) in issued.items()}
-        buyers: dict[str, list[str]] = {}
-        count = 0
-        for p in sold:
+        if layout.k > 1:
+            home_meta |= {"shards": layout.k, "tags": ",".join(sale.shard_tags)}
+            if not self._client.exists(layout.home.meta):
+                self._client.hset(layout.home.meta, mapping=home_meta)
+                self._client.pexpireat(layout.home.meta, expire_ms)
+                loaded = True
+        self.register_outbox(sale.sale_id)
+        return loaded
+
+    def _load_shard(
+        self,
+        layout: SaleLayout,
+        sale: Sale,
+        shard: int,
+        sold: list[Purchase],
+        issued: dict[str, tuple[str, str]],
+        live: dict[str, dict[str, int]],
+        expire_ms: int,
+    ) -> bool:
+        keys = layout.shards[shard]
+        mine = [p for p in sold if layout.item_shard(p.item_id) == shard]
+        states = {
+            str(n): ItemState("-").encode()
+            for n in range(1, sale.total_items + 1)
+            if layout.item_shard(str(n)) == shard
+        }
+        codes = {
+            code: Claim(item, user, 0).encode()
+            for code, (item, user) in issued.items()
+            if layout.item_shard(item) == shard
+        }
+        for p in mine:
             states[p.item_id] = ItemState(SOLD, p.purchased_ms, p.user_id, p.code).encode()
             codes[p.code] = Claim(p.item_id, p.user_id, p.purchased_ms).encode()
-            buyers.setdefault(p.user_id, []).append(p.item_id)
-            count += 1
+        # This shard's users: what they bought anywhere, and what other shards hold for them.
+        holdings: dict[str, dict[str, float]] = {}
+        for p in sold:
+            if layout.user_shard(p.user_id) == shard:
+                holdings.setdefault(p.user_id, {})[p.item_id] = float("inf")
+        for user, items in live.items():
+            if layout.user_shard(user) == shard:
+                for item, until in items.items():
+                    holdings.setdefault(user, {}).setdefault(item, until)
 
         self._client.delete(keys.items_staging, keys.codes_staging)
         pipe = self._client.pipeline(transaction=False)
@@ -525,22 +961,23 @@ class Inventory:
             pipe.hset(keys.items_staging, mapping=dict(batch))
         for batch in _chunks(list(codes.items())):
             pipe.hset(keys.codes_staging, mapping=dict(batch))
-        for user, items in buyers.items():
+        for user, items in holdings.items():
             pipe.delete(keys.user(user))
-            pipe.zadd(keys.user(user), {item: "inf" for item in items})
+            pipe.zadd(keys.user(user), items)
             pipe.pexpireat(keys.user(user), expire_ms)
         pipe.execute()
-        self.register_outbox(sale.sale_id)
         meta = {
             "sale_id": sale.sale_id,
             "starts_ms": sale.starts_ms,
             "ends_ms": sale.ends_ms,
-            "total": sale.total_items,
+            "total": len(states),
             "limit": sale.user_limit,
             "seed": sale.seed,
-            "sold": count,
+            "sold": len(mine),
             "expire_ms": expire_ms,
         }
+        if layout.k > 1:
+            meta["shard"] = shard
         pairs = [part for field, value in meta.items() for part in (field, value)]
         return bool(
             self._eval(
@@ -557,11 +994,26 @@ class Inventory:
             )
         )
 
+    def _live_reservations(self, layout: SaleLayout, skip: set[int]) -> dict[str, dict[str, int]]:
+        """user -> item -> expiry of the reservations the shards not in `skip` hold."""
+        live: dict[str, dict[str, int]] = {}
+        for shard, keys in enumerate(layout.shards):
+            if shard in skip:
+                continue
+            for item_id, text in self._client.hscan_iter(keys.items, count=1000):
+                state = ItemState.decode(text)
+                if state.kind == RESERVED:
+                    live.setdefault(state.user_id, {})[item_id] = state.at_ms
+        return live
+
     # --- tidying ----------------------------------------------------------------------------
 
-    def reclaim(self, sale_id: str, now_ms: int, batch: int) -> int:
-        """Return up to `batch` expired reservations to stock (reclaim.lua); how many it did."""
-        keys = keys_for(sale_id)
+    def shard_count(self, sale_id: str) -> int:
+        return self.layout(sale_id).k
+
+    def reclaim(self, sale_id: str, now_ms: int, batch: int, shard: int = 0) -> int:
+        """Return up to `batch` expired reservations of one shard to stock (reclaim.lua)."""
+        keys = self.layout(sale_id).shards[shard]
         return int(
             self._eval(
                 "reclaim", [keys.items, keys.reserved, keys.codes, keys.meta], [now_ms, batch]
@@ -570,18 +1022,55 @@ class Inventory:
 
     def pending_since(self, sale_id: str, before_ms: int) -> list[str]:
         """Codes sold in Redis before `before_ms` and still not confirmed in PostgreSQL."""
-        return self._client.zrangebyscore(keys_for(sale_id).pending, "-inf", before_ms)
+        return [
+            code
+            for keys in self.layout(sale_id).shards
+            for code in self._client.zrangebyscore(keys.pending, "-inf", before_ms)
+        ]
 
     def pending(self, sale_id: str) -> dict[str, float]:
-        """Every unconfirmed code, with the ms it was sold."""
-        return dict(self._client.zrange(keys_for(sale_id).pending, 0, -1, withscores=True))
+        """Every unconfirmed code, with its stamp (the ms it was sold, moved on by retries)."""
+        found: dict[str, float] = {}
+        for keys in self.layout(sale_id).shards:
+            found |= dict(self._client.zrange(keys.pending, 0, -1, withscores=True))
+        return found
+
+    def settle_raised(self, sale_id: str, before_ms: int) -> int:
+        """Sharded sales: purchases whose worker raised the user's item to bought and then went
+        quiet before `before_ms`. An item sold under the code stays bought; otherwise the token
+        goes back to the reservation's expiry, or away. Returns how many it settled."""
+        layout = self.layout(sale_id)
+        if layout.k == 1:
+            return 0
+        settled = 0
+        for keys in layout.shards:
+            for code in self._client.zrangebyscore(keys.raising, "-inf", before_ms):
+                _, item_keys, claim = self._code_layout(sale_id, code)
+                if claim is None:
+                    self._client.zrem(keys.raising, code)
+                    continue
+                state = ItemState.decode(self._client.hget(item_keys.items, claim.item_id))
+                if state.kind == SOLD and state.code == code:
+                    score = "inf"
+                elif state.kind == RESERVED and state.code == code:
+                    score = str(state.at_ms)
+                else:
+                    score = ""
+                self._set_token(
+                    layout, claim.user_id, claim.item_id, score, expected="inf", code=code
+                )
+                settled += 1
+        return settled
 
     def in_flight(self, sale_id: str) -> bool:
         """Whether the sale still has attempts to drain or purchases to settle."""
-        keys = keys_for(sale_id)
+        layout = self.layout(sale_id)
         pipe = self._client.pipeline(transaction=False)
-        pipe.xlen(keys.outbox)
-        pipe.zcard(keys.pending)
+        for keys in self.outbox_parts_keys(layout):
+            pipe.xlen(keys.outbox)
+        for keys in layout.shards:
+            pipe.zcard(keys.pending)
+            pipe.zcard(keys.raising)
         return any(pipe.execute())
 
     # --- outboxes ---------------------------------------------------------------------------
@@ -593,25 +1082,46 @@ class Inventory:
     def registered_sales(self) -> set[str]:
         return self._client.smembers(OUTBOX_REGISTRY)
 
+    @staticmethod
+    def outbox_parts_keys(layout: SaleLayout) -> list[SaleKeys]:
+        """The tags whose outboxes hold a sale's attempts: the home's, then each shard's."""
+        return [layout.home] if layout.k == 1 else [layout.home, *layout.shards]
+
+    def outbox_parts(self, sale_id: str) -> range:
+        """The sale's outboxes, by number (0 is the home's): one drainer each."""
+        return range(len(self.outbox_parts_keys(self.layout(sale_id))))
+
+    def _part(self, sale_id: str, part: int) -> SaleKeys:
+        return self.outbox_parts_keys(self.layout(sale_id))[part]
+
     def forget_outbox(self, sale_id: str) -> bool:
-        """Drop a finished sale's outbox from the registry, if nothing is left in flight."""
+        """Drop a finished sale's outboxes from the registry, if nothing is left in flight."""
         if self.in_flight(sale_id):
             return False
-        self._client.delete(keys_for(sale_id).outbox)
+        for keys in self.outbox_parts_keys(self.layout(sale_id)):
+            self._client.delete(keys.outbox)
         self._client.srem(OUTBOX_REGISTRY, sale_id)
         return True
 
-    def read_outbox(self, sale_id: str, count: int | None = None) -> list[OutboxEntry]:
-        """The oldest `count` attempts of the sale's outbox (all of them by default)."""
-        entries = self._client.xrange(keys_for(sale_id).outbox, count=count)
-        return [_entry(entry_id, fields) for entry_id, fields in entries]
+    def read_outbox(
+        self, sale_id: str, count: int | None = None, part: int | None = None
+    ) -> list[OutboxEntry]:
+        """The oldest `count` attempts of one of the sale's outboxes (all of them by default,
+        of every outbox when `part` is None)."""
+        layout = self.layout(sale_id)
+        parts = self.outbox_parts_keys(layout)
+        chosen = parts if part is None else [parts[part]]
+        return [
+            outbox_entry(entry_id, fields)
+            for keys in chosen
+            for entry_id, fields in self._client.xrange(keys.outbox, count=count)
+        ]
 
-    def trim_outbox(self, sale_id: str, through: str) -> None:
-        """Remove the outbox's entries up to and including `through` (one short command instead
+    def trim_outbox(self, sale_id: str, through: str, part: int = 0) -> None:
+        """Remove an outbox's entries up to and including `through` (one short command instead
         of XDEL of a batch's ids; Redis frees whole stream nodes)."""
-        self._client.xtrim(
-            keys_for(sale_id).outbox, minid=_stream_id_after(through), approximate=False
-        )
+        keys = self._part(sale_id, part)
+        self._client.xtrim(keys.outbox, minid=_stream_id_after(through), approximate=False)
 
     def backlog(self) -> int:
         """Attempts in every registered outbox, not yet in PostgreSQL."""
@@ -620,7 +1130,8 @@ class Inventory:
             return 0
         pipe = self._client.pipeline(transaction=False)
         for sale_id in sale_ids:
-            pipe.xlen(keys_for(sale_id).outbox)
+            for keys in self.outbox_parts_keys(self.layout(sale_id)):
+                pipe.xlen(keys.outbox)
         return sum(pipe.execute())
 
     # --- the audit --------------------------------------------------------------------------
@@ -628,47 +1139,22 @@ class Inventory:
     def sold_items(self, sale_id: str) -> dict[str, ItemState]:
         """item_id -> state of every item Redis holds as sold."""
         sold = {}
-        for item_id, text in self._client.hscan_iter(keys_for(sale_id).items, count=1000):
-            state = ItemState.decode(text)
-            if state.kind == SOLD:
-                sold[item_id] = state
+        for keys in self.layout(sale_id).shards:
+            for item_id, text in self._client.hscan_iter(keys.items, count=1000):
+                state = ItemState.decode(text)
+                if state.kind == SOLD:
+                    sold[item_id] = state
         return sold
 
     def bought_by(self, sale_id: str, user_id: str) -> int:
         """How many items the user's set holds as bought."""
-        return self._client.zcount(keys_for(sale_id).user(user_id), "inf", "inf")
+        layout = self.layout(sale_id)
+        keys = layout.shards[layout.user_shard(user_id)]
+        return self._client.zcount(keys.user(user_id), "inf", "inf")
 
     def issued_codes(self, sale_id: str) -> set[str]:
-        return set(self._client.hkeys(keys_for(sale_id).codes))
-
-
-def _entry(entry_id: str, fields: dict[str, str]) -> OutboxEntry:
-    """Stream fields: k attempt key, s sale, u user, i item, o outcome, c code, t ms (see
-    checkout.lua)."""
-    return OutboxEntry(
-        entry_id,
-        fields.get("k", ""),
-        fields.get("s") or None,
-        fields.get("u"),
-        fields.get("i"),
-        fields.get("o", "unknown"),
-        fields.get("c") or None,
-        int(fields.get("t") or entry_id.split("-")[0]),
-    )
-
-
-def _place(row: list) -> QueuePlace:
-    outcome, ticket, user_id, position, admitted, wait_ms, pass_until, newly = row
-    return QueuePlace(
-        outcome,
-        ticket,
-        user_id,
-        None if int(position) < 0 else int(position),
-        bool(admitted),
-        int(wait_ms),
-        int(pass_until),
-        int(newly),
-    )
+        shards = self.layout(sale_id).shards
+        return {code for keys in shards for code in self._client.hkeys(keys.codes)}
 
 
 def _chunks(pairs: list, size: int = _CHUNK) -> list[list]:

@@ -1,4 +1,5 @@
 -- adopt.lua: PostgreSQL already holds another purchase of this item, so Redis takes its word.
+-- Returns the user Redis had sold it to (0 when nothing of ours was there to correct).
 -- requires: item_state
 --
 -- This happens when a purchase committed while Redis was being restored from PostgreSQL (the
@@ -13,7 +14,8 @@ local stored_code = ARGV[2]  -- the purchase PostgreSQL holds for the item
 local item_id     = ARGV[3]
 local stored_user = ARGV[4]
 local stored_at   = ARGV[5]  -- its purchased_at, ms
-local user_prefix = ARGV[6]  -- "<sale prefix>user:" + user_id -> zset of the user (same slot)
+local user_prefix = ARGV[6]  -- "<sale prefix>user:" + user_id -> zset of the user (same slot);
+                             -- '' when users live on other shards (the caller moves them)
 
 redis.call('ZREM', pending_key, code)
 local kind, _, holder, held_code = parse_state(redis.call('HGET', items_key, item_id))
@@ -23,6 +25,8 @@ end
 -- The sold counter stays: the item is sold either way, only to someone else.
 redis.call('HSET', items_key, item_id, format_state('S', stored_at, stored_user, stored_code))
 redis.call('HSET', codes_key, stored_code, format_claim(item_id, stored_user, stored_at))
-redis.call('ZREM', user_prefix .. holder, item_id)
-redis.call('ZADD', user_prefix .. stored_user, 'inf', item_id)
-return 1
+if user_prefix ~= '' then
+  redis.call('ZREM', user_prefix .. holder, item_id)
+  redis.call('ZADD', user_prefix .. stored_user, 'inf', item_id)
+end
+return holder

@@ -1,8 +1,11 @@
--- checkout.lua: decides one checkout and records the attempt, atomically.
+-- checkout.lua: decides one checkout and records the attempt, atomically, when the item and the
+-- user live on one hash tag: always for a sale on one tag, and on a sharded sale (K > 1) when
+-- the user's shard is the item's (else checkout_user.lua then checkout_item.lua).
 -- requires: token_bucket item_state
 --
 -- A reservation whose expiry has passed is free: correctness never waits for the sweeper.
 local meta_key     = KEYS[1]  -- hash: sale_id, starts_ms, ends_ms, total, limit, sold, expire_ms
+                              -- (of this shard); `shards` on the home meta of a sharded sale
 local items_key    = KEYS[2]  -- hash: item_id -> state (item_state.lua); no field: not in the sale
 local codes_key    = KEYS[3]  -- hash: code -> claim (item_state.lua)
 local reserved_key = KEYS[4]  -- zset: item_id scored by reservation expiry (for items_reserved)
@@ -22,19 +25,27 @@ local ip_rate   = tonumber(ARGV[7])  -- requests per second per client address, 
 local seen_open = ARGV[8]            -- this sale's id if the caller saw it open, else ''
 local key       = ARGV[9]            -- the attempt's name, chosen by the pod (its row's key)
 local deadline  = ARGV[10]           -- ms: past it by Redis's clock the caller gave up
+-- '1' when every other shard of the sale is sold out as far as the caller knows (always for a
+-- sale on one tag): `sold_out` is global, one shard's own items running out is not enough.
+local others_sold_out = ARGV[11] == '1'
 
 if deadline_passed(deadline) then
-  return {'late', '', 0, 0, ''}
+  return {'late', '', 0, 0, '', 0}
 end
 
-local meta = redis.call('HMGET', meta_key, 'sale_id', 'starts_ms', 'ends_ms', 'total', 'limit', 'sold', 'expire_ms')
+local meta = redis.call('HMGET', meta_key, 'sale_id', 'starts_ms', 'ends_ms', 'total', 'limit',
+                        'sold', 'expire_ms', 'shards')
+if meta[8] then
+  return {'sharded', '', 0, 0, '', 0}  -- a sharded sale's home: the caller learns its layout
+end
 local sale_id = meta[1] or ''
+local sold_out_here = meta[1] and tonumber(meta[6]) >= tonumber(meta[4]) and 1 or 0
 
 -- Every outcome is recorded in the same atomic step that decides it: no answer without a record.
 local function answer(outcome, code, expires, retry_ms)
   redis.call('XADD', outbox_key, '*', 'k', key, 's', sale_id, 'u', user_id, 'i', item_id,
              'o', outcome, 'c', code or '', 't', now_text)
-  return {outcome, code or '', expires or 0, retry_ms or 0, sale_id}
+  return {outcome, code or '', expires or 0, retry_ms or 0, sale_id, sold_out_here}
 end
 
 local wait = take_token(user_bucket, user_rate, now)
@@ -65,7 +76,7 @@ local state = redis.call('HGET', items_key, item_id)
 if not state then
   return answer('item_not_found')
 end
-if tonumber(meta[6]) >= tonumber(meta[4]) then
+if sold_out_here == 1 and others_sold_out then
   return answer('sold_out')
 end
 

@@ -1,4 +1,6 @@
--- purchase.lua: turns an unexpired reservation into a sale, atomically.
+-- purchase.lua: turns an unexpired reservation into a sale, atomically. On a sharded sale whose
+-- buyer lives on another shard than the item, the user's part (rate limit, the item raised to
+-- bought in the user's set) is purchase_user.lua's, done first; here the two prefixes are ''.
 -- requires: token_bucket item_state
 --
 -- The sold item is also put in the pending set until PostgreSQL holds the purchase: the web
@@ -25,9 +27,13 @@ if deadline_passed(deadline) then
   return {'late'}
 end
 
-local sale_id = redis.call('HGET', meta_key, 'sale_id')
+local meta = redis.call('HMGET', meta_key, 'sale_id', 'shards')
+local sale_id = meta[1]
 if not sale_id then
   return {'sale_missing'}  -- the caller consults PostgreSQL
+end
+if meta[2] then
+  return {'sharded'}  -- a sharded sale's home: the caller learns its layout
 end
 
 local claim = redis.call('HGET', codes_key, code)
@@ -40,7 +46,10 @@ if not claim then
 end
 local item_id, user_id = parse_claim(claim)
 
-local wait = take_token(bucket_prefix .. user_id, user_rate, now)
+local wait = 0
+if bucket_prefix ~= '' then
+  wait = take_token(bucket_prefix .. user_id, user_rate, now)
+end
 if wait == 0 then
   wait = take_token(ip_bucket, ip_rate, now)
 end
@@ -66,7 +75,11 @@ end
 
 redis.call('HSET', items_key, item_id, format_state('S', now, user_id, code))
 redis.call('ZREM', reserved_key, item_id)
-redis.call('ZADD', user_prefix .. user_id, 'inf', item_id)
-redis.call('HINCRBY', meta_key, 'sold', 1)
+if user_prefix ~= '' then
+  redis.call('ZADD', user_prefix .. user_id, 'inf', item_id)
+end
+local sold = redis.call('HINCRBY', meta_key, 'sold', 1)
 redis.call('ZADD', pending_key, now, code)
-return {'sold', item_id, user_id, now, sale_id}
+-- Whether this tag's items are now all sold: a sharded sale's pods keep that in mind.
+local sold_out = sold >= tonumber(redis.call('HGET', meta_key, 'total')) and 1 or 0
+return {'sold', item_id, user_id, now, sale_id, sold_out}

@@ -1,4 +1,5 @@
--- release.lua: a code's hold on its item goes, and the item is free again. Two callers:
+-- release.lua: a code's hold on its item goes, and the item is free again; returns the user it
+-- held it for (0 when there was nothing to release). Two callers:
 -- * the drain, or the pod itself, found that the request which made a reservation was answered
 --   `unavailable` (Redis ran the script, but its answer came too late): nobody was told the code.
 --   Unless the same user heard it from a second checkout since (the claim says "again").
@@ -12,7 +13,8 @@ local reserved_key = KEYS[4]  -- zset: item_id scored by reservation expiry
 local pending_key  = KEYS[5]  -- zset: code -> stamp, until PostgreSQL has the purchase
 
 local code        = ARGV[1]
-local user_prefix = ARGV[2]  -- "<sale prefix>user:" + user_id -> zset of the user (same slot)
+local user_prefix = ARGV[2]  -- "<sale prefix>user:" + user_id -> zset of the user (same slot);
+                             -- '' when the user lives on another shard (the caller frees it)
 
 local item_id, user_id, _, again = parse_claim(redis.call('HGET', codes_key, code))
 if not item_id then
@@ -39,5 +41,7 @@ else
 end
 redis.call('HSET', items_key, item_id, '-')
 redis.call('ZREM', reserved_key, item_id)
-redis.call('ZREM', user_prefix .. user_id, item_id)
-return 1
+if user_prefix ~= '' then
+  redis.call('ZREM', user_prefix .. user_id, item_id)
+end
+return user_id

@@ -13,7 +13,8 @@ local reserved_key = KEYS[4]  -- zset: item_id scored by reservation expiry
 local pending_key  = KEYS[5]  -- zset: code -> stamp, until PostgreSQL has the purchase
 
 local code        = ARGV[1]
-local user_prefix = ARGV[2]  -- "<sale prefix>user:" + user_id -> zset of the user (same slot)
+local user_prefix = ARGV[2]  -- "<sale prefix>user:" + user_id -> zset of the user (same slot);
+                             -- '' when the user lives on another shard (the caller lowers it)
 local stamp       = ARGV[3]  -- the stamp purchase.lua gave the request that sold it
 
 local held = redis.call('ZSCORE', pending_key, code)
@@ -28,6 +29,8 @@ if kind ~= 'S' or held_code ~= code then
 end
 redis.call('HSET', items_key, item_id, format_state('R', expires, user_id, code))
 redis.call('ZADD', reserved_key, expires, item_id)
-redis.call('ZADD', user_prefix .. user_id, expires, item_id)
+if user_prefix ~= '' then
+  redis.call('ZADD', user_prefix .. user_id, expires, item_id)
+end
 redis.call('HINCRBY', meta_key, 'sold', -1)
 return 1
