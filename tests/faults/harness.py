@@ -23,7 +23,8 @@ from pathlib import Path
 import redis
 import requests
 
-from flashsale.stores.inventory.keys import keys_for
+from flashsale.config import Settings
+from flashsale.wiring import build_inventory
 from tests.support import children, flashsale, serving, sql
 
 # A client waits this long for an answer: a server that hangs shows up as a timeout, which the
@@ -263,20 +264,20 @@ def query(env: dict[str, str], statement: str, *args: object) -> list[tuple]:
 
 
 def wait_settled(env: dict[str, str], sale_id: str, timeout: float = 30) -> None:
-    """Until the sweeper has moved every attempt and settled every purchase of the sale."""
-    client = redis.Redis.from_url(env["REDIS_URL"], socket_timeout=5)
-    keys = keys_for(sale_id)
+    """Until the sweeper has moved every attempt and settled every purchase of the sale (in
+    each of its outboxes, for a sale over several shards)."""
+    inventory = build_inventory(Settings.from_env(env))
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
             try:
-                if client.xlen(keys.outbox) == 0 and client.zcard(keys.pending) == 0:
+                if not inventory.in_flight(sale_id):
                     return
             except redis.RedisError:
                 pass
             time.sleep(0.1)
     finally:
-        client.close()
+        inventory.close()
     raise AssertionError(f"outbox or pending purchases of {sale_id} not settled in {timeout} s")
 
 
