@@ -107,6 +107,7 @@ class Settings:
     # --- HTTP
     host: str = ""  # empty: the command's default (`serve` all interfaces, `dev` 127.0.0.1)
     port: int = 8080
+    probe_port: int = 0  # 0: the probes use `port`
     public_url: str = ""
     web_concurrency: int = 0
     header_timeout: float = 10.0
@@ -158,6 +159,7 @@ class Settings:
             pass_ttl=_int(env, "FLASHSALE_PASS_TTL", 600, minimum=1),
             host=_text(env, "HOST"),
             port=_int(env, "PORT", 8080, minimum=0),
+            probe_port=_int(env, "FLASHSALE_PROBE_PORT", 0),
             public_url=_text(env, "FLASHSALE_PUBLIC_URL").rstrip("/"),
             web_concurrency=_int(env, "WEB_CONCURRENCY", 0),
             header_timeout=_float(env, "FLASHSALE_HEADER_TIMEOUT", 10.0, minimum=0.1),
@@ -180,6 +182,8 @@ class Settings:
             raise ConfigError("FLASHSALE_AUTH=jwt needs FLASHSALE_JWT_KEY")
         if self.auth == "header" and not self.auth_header:
             raise ConfigError("FLASHSALE_AUTH=header needs FLASHSALE_AUTH_HEADER")
+        if self.probe_port and self.probe_port == self.port:
+            raise ConfigError("FLASHSALE_PROBE_PORT must differ from PORT (or be 0)")
 
     def require_stores(self) -> None:
         """Commands other than `dev` have no embedded default: say so plainly."""

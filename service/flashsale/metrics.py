@@ -33,6 +33,16 @@ RECLAIMED = Counter(
     "flashsale_sweeper_reclaimed_total", "Expired reservations the sweeper returned to stock."
 )
 DRAINED = Counter("flashsale_outbox_drained_total", "Checkout attempts moved into PostgreSQL.")
+CONNECTIONS_REFUSED = Counter(
+    "flashsale_connections_refused_total",
+    "Connections closed at once: their client address held FLASHSALE_MAX_CONN_PER_IP already.",
+)
+SHED = Counter(
+    "flashsale_shed_total",
+    "Requests answered 503 overloaded at once: their worker had more in flight than it answers "
+    "in time.",
+    ["route"],
+)
 
 
 class SaleCollector(Collector):
@@ -102,7 +112,15 @@ def render(sale_collector: Collector, multiprocess_dir: str = "") -> bytes:
     if multiprocess_dir:
         multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)
     else:
-        for collector in (CHECKOUTS, PURCHASES, REQUEST_DURATION, RECLAIMED, DRAINED):
+        for collector in (
+            CHECKOUTS,
+            PURCHASES,
+            REQUEST_DURATION,
+            RECLAIMED,
+            DRAINED,
+            SHED,
+            CONNECTIONS_REFUSED,
+        ):
             registry.register(collector)
     registry.register(sale_collector)
     return generate_latest(registry)

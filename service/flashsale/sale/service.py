@@ -19,6 +19,7 @@ from flashsale import catalog, domain
 from flashsale.config import Settings
 from flashsale.domain import ANONYMOUS, Caller, Purchase, Reservation, Sale, SaleError, printable
 from flashsale.metrics import CHECKOUTS, PURCHASES
+from flashsale.sale.load import Load
 from flashsale.stores.inventory import Inventory, InventoryError, SaleFigures
 from flashsale.stores.records import AttemptRow, Database, DatabaseError, surely_not_written
 
@@ -51,6 +52,8 @@ class SaleService:
         self.inventory = inventory
         self.database = database
         self.clock = clock
+        # Requests in flight in this worker: the HTTP layer counts them, _check_load sheds.
+        self.load = Load(settings.max_inflight)
         self._registered: set[str] = set()
         # Sales this worker has seen open: if Redis no longer holds one of them mid-period, Redis
         # lost it (a restore is under way) and the answer is `unavailable`, not `no_active_sale`.
@@ -161,6 +164,7 @@ class SaleService:
 
     def _check_load(self) -> None:
         """More work in flight than the pod can answer in time: `overloaded`."""
+        self.load.check()
 
     def _seen(self, sale_id: str) -> None:
         if sale_id not in self._seen_open:
@@ -227,6 +231,7 @@ class SaleService:
     def _purchase(self, code: Any, caller: Caller) -> Purchase:
         if not domain.valid_code(code):
             raise SaleError("invalid_request", "`code` must be a checkout code")
+        self._check_load()
         sale_id = domain.sale_of_code(code)
         if sale_id is None:
             raise SaleError("code_not_found")
@@ -316,6 +321,7 @@ class SaleService:
         return figures
 
     def status(self, caller: Caller = ANONYMOUS) -> dict[str, Any]:
+        self._check_load()
         self.admit(caller)
         snapshot = self.snapshot()
         if snapshot is None:
@@ -360,10 +366,13 @@ class SaleService:
     ) -> dict[str, Any]:
         """Items in position order; the cursor is the next position, bound to its sale. The
         address's token is spent after the parameters are checked: `invalid_request` (of an
-        open sale's cursor) comes before `rate_limited`, which comes before `no_active_sale`."""
+        open sale's cursor) comes before `overloaded` and `rate_limited`, which come before
+        `no_active_sale`. The sale's facts are cached, so shedding still comes before any store
+        call but the first of a period."""
         try:
             sale = self.current_sale()
         except SaleError:
+            self._check_load()
             self.admit(caller)
             raise
         start = 1
@@ -372,6 +381,7 @@ class SaleService:
             if owner != sale.sale_id or not position.isdigit() or int(position) < 1:
                 raise SaleError("invalid_request", "`cursor` does not belong to the current sale")
             start = int(position)
+        self._check_load()
         self.admit(caller)
         stop = start + limit
         items = [
@@ -382,6 +392,7 @@ class SaleService:
         return {"sale_id": sale.sale_id, "items": items, "next_cursor": next_cursor}
 
     def item_image(self, sale_id: str, item_id: str) -> str:
+        self._check_load()
         sale = self.sale(sale_id) if domain.sale_window(sale_id) else None
         if sale is None or not item_id.isdigit() or not 1 <= int(item_id) <= sale.total_items:
             raise SaleError("item_not_found")

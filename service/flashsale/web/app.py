@@ -17,6 +17,7 @@ from flashsale.domain import SaleError, rfc3339
 from flashsale.metrics import REQUEST_DURATION, SaleCollector, render
 from flashsale.sale.service import SaleService
 from flashsale.web import resources
+from flashsale.web.admission import Admission
 from flashsale.web.callers import Callers
 from flashsale.web.errors import handle_sale_error, handle_unexpected, serialize_http_error
 
@@ -134,7 +135,7 @@ def create_app(service: SaleService) -> falcon.App:
     """The WSGI app of one worker: every route, the error shape, timing and the access log."""
     settings = service.settings
     timing = RequestTiming(settings.access_log, settings.log_level)
-    app = falcon.App(middleware=[timing])
+    app = falcon.App(middleware=[timing, Admission(service.load, settings.probe_port)])
     json = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json
