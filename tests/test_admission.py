@@ -24,10 +24,12 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from flashsale.domain import SaleError
 from flashsale.sale.keeper import SaleKeeper
+from flashsale.sale.load import Load
 from flashsale.sale.service import SaleService
 from flashsale.server.addresses import AddressTable
-from tests.support import children, flashsale, free_port, redis_client, serving, sql
+from tests.support import Clock, children, flashsale, free_port, redis_client, serving, sql
 
 
 def shed_count(metrics: str, route: str) -> float:
@@ -94,6 +96,46 @@ def test_a_malformed_request_is_invalid_before_it_is_overloaded(
 def test_probes_and_metrics_are_never_shed(shedding: falcon.testing.TestClient) -> None:
     for path in ("/healthz", "/readyz", "/metrics"):
         assert shedding.simulate_get(path).status_code == 200, path
+
+
+def test_retry_after_grows_while_refusals_outnumber_a_tenth_of_the_answers() -> None:
+    """A crowd that retries after a second spends the pod on refusals: while more than a tenth
+    of the answers are refusals the advice grows (up to 4x a second), then shrinks (by half a
+    second at most) once they are fewer, never under a second."""
+    clock = Clock(0.0)
+    load = Load(limit=0, clock=clock)
+
+    def second(admitted: int, shed: int) -> list[int]:
+        told = []
+        load.limit = 10**6
+        for _ in range(admitted):
+            load.check()
+        load.limit = 0
+        for _ in range(shed):
+            load.enter()
+            with pytest.raises(SaleError) as refusal:
+                load.check()
+            assert refusal.value.code == "overloaded"
+            told.append(refusal.value.retry_after)
+        clock.advance(1.0)
+        return told
+
+    # Each second's advice comes from the refusals of the second before.
+    assert set(second(100, 100)) <= {1, 2}  # the first refusals hear about a second
+    told = second(100, 100)  # then 100 refusals for 100 answers, 10 times a tenth: 4x
+    assert load.retry_after == 4.0 and min(told) >= 2 and max(told) <= 6  # spread 0.5-1.5x
+    second(100, 0)  # after the second 4x: 16
+    assert load.retry_after == 16.0
+    told = second(100, 40)  # no refusals the second before: halved
+    assert load.retry_after == 8.0 and min(told) >= 4 and max(told) <= 12
+    second(100, 1000)  # 40 refusals were 4 times a tenth: 4x
+    assert load.retry_after == 32.0
+    for _ in range(
+        20
+    ):  # refusals stop: up once more (to the 60 s ceiling), then halved each second
+        second(100, 0)
+    assert load.retry_after == 1.0
+    assert load.inflight == 0
 
 
 def test_the_address_table_forgets_a_workers_connections_with_its_row() -> None:

@@ -98,7 +98,7 @@ class Settings:
     jwt_audience: str = ""
     jwt_issuer: str = ""
     # --- admission
-    max_inflight: int = 100
+    max_inflight: int = 50
     waiting_room: bool = False
     admit_rate: float = 100.0
     queue_opens_before: int = 300
@@ -151,7 +151,7 @@ class Settings:
             jwt_key=env.get("FLASHSALE_JWT_KEY", "").strip(),
             jwt_audience=_text(env, "FLASHSALE_JWT_AUDIENCE"),
             jwt_issuer=_text(env, "FLASHSALE_JWT_ISSUER"),
-            max_inflight=_int(env, "FLASHSALE_MAX_INFLIGHT", 100, minimum=1),
+            max_inflight=_int(env, "FLASHSALE_MAX_INFLIGHT", 50, minimum=1),
             waiting_room=_switch(env, "FLASHSALE_WAITING_ROOM", False),
             admit_rate=_float(env, "FLASHSALE_ADMIT_RATE", 100.0, minimum=0.001),
             queue_opens_before=_int(env, "FLASHSALE_QUEUE_OPENS_BEFORE", 300),

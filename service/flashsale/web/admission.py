@@ -17,10 +17,11 @@ class Admission:
     """Falcon middleware: every request but the probes is in flight from the moment Falcon has
     it until its response is built."""
 
-    def __init__(self, load: Load, probe_port: int = 0):
+    def __init__(self, load: Load, probe_port: int = 0, routes: tuple[str, ...] = ()):
         self._load = load
         self._probe_port = str(probe_port) if probe_port else None
-        self._shed: dict[str, object] = {}
+        # The routes that can shed show 0 from the start: a rate() needs the series to exist.
+        self._shed: dict[str, object] = {route: SHED.labels(route) for route in routes}
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         if req.path in PROBES:
