@@ -15,6 +15,7 @@ import select
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +31,7 @@ from flashsale.sale.load import Load
 from flashsale.sale.service import SaleService
 from flashsale.server.addresses import AddressTable
 from tests.support import Clock, children, flashsale, free_port, redis_client, serving, sql
+from tests.test_openapi import check_response
 
 
 def shed_count(metrics: str, route: str) -> float:
@@ -62,17 +64,21 @@ def shedding(
 def test_past_the_bound_a_request_is_answered_overloaded_with_retry_after(
     shedding: falcon.testing.TestClient, service: SaleService, keeper: SaleKeeper
 ) -> None:
+    image = f"/images/{shedding.sale_id}/1.svg"
     shed = [
-        shedding.simulate_post("/checkout", params={"user_id": "u1", "id": "1"}),
-        shedding.simulate_post("/purchase", params={"code": "no-such-code"}),
-        shedding.simulate_get("/sale/status"),
-        shedding.simulate_get("/sale/items"),
-        shedding.simulate_get("/sale/items", params={"cursor": f"{shedding.sale_id}:5"}),
+        ("POST", "/checkout", {"user_id": "u1", "id": "1"}),
+        ("POST", "/purchase", {"code": "no-such-code"}),
+        ("GET", "/sale/status", None),
+        ("GET", "/sale/items", None),
+        ("GET", "/sale/items", {"cursor": f"{shedding.sale_id}:5"}),
+        ("GET", image, None),
     ]
-    for result in shed:
+    for method, path, params in shed:
+        result = shedding.simulate_request(method, path, params=params)
         assert result.status_code == 503, result.text
         assert result.json["error"]["code"] == "overloaded"
         assert int(result.headers["retry-after"]) >= 1
+        check_response(shedding.app, method, path, result)  # as /openapi.json says
     assert service.load.inflight == 0  # every request left as it came
     metrics = shedding.simulate_get("/metrics").text
     assert shed_count(metrics, "/checkout") == 1
@@ -98,11 +104,10 @@ def test_probes_and_metrics_are_never_shed(shedding: falcon.testing.TestClient) 
         assert shedding.simulate_get(path).status_code == 200, path
 
 
-def test_retry_after_grows_while_refusals_outnumber_a_tenth_of_the_answers() -> None:
-    """A crowd that retries after a second spends the pod on refusals: while more than a tenth
-    of the answers are refusals the advice grows (up to 4x a second), then shrinks (by half a
-    second at most) once they are fewer, never under a second."""
-    clock = Clock(0.0)
+def test_retries_are_booked_a_tenth_of_the_admitted_rate_per_second() -> None:
+    """A worker that admits 100 requests a second books about 10 retries into each coming
+    second: the first refused hear 1, the next 2, and so on, up to 60."""
+    clock = Clock(1000.0)
     load = Load(limit=0, clock=clock)
 
     def second(admitted: int, shed: int) -> list[int]:
@@ -110,6 +115,7 @@ def test_retry_after_grows_while_refusals_outnumber_a_tenth_of_the_answers() -> 
         load.limit = 10**6
         for _ in range(admitted):
             load.check()
+            clock.advance(0.9 / admitted)
         load.limit = 0
         for _ in range(shed):
             load.enter()
@@ -117,25 +123,25 @@ def test_retry_after_grows_while_refusals_outnumber_a_tenth_of_the_answers() -> 
                 load.check()
             assert refusal.value.code == "overloaded"
             told.append(refusal.value.retry_after)
-        clock.advance(1.0)
+        clock.advance(1.0 - 0.9 * bool(admitted))
         return told
 
-    # Each second's advice comes from the refusals of the second before.
-    assert set(second(100, 100)) <= {1, 2}  # the first refusals hear about a second
-    told = second(100, 100)  # then 100 refusals for 100 answers, 10 times a tenth: 4x
-    assert load.retry_after == 4.0 and min(told) >= 2 and max(told) <= 6  # spread 0.5-1.5x
-    second(100, 0)  # after the second 4x: 16
-    assert load.retry_after == 16.0
-    told = second(100, 40)  # no refusals the second before: halved
-    assert load.retry_after == 8.0 and min(told) >= 4 and max(told) <= 12
-    second(100, 1000)  # 40 refusals were 4 times a tenth: 4x
-    assert load.retry_after == 32.0
-    for _ in range(
-        20
-    ):  # refusals stop: up once more (to the 60 s ceiling), then halved each second
+    for _ in range(8):
         second(100, 0)
-    assert load.retry_after == 1.0
+    assert 99 < load.rate <= 100
+    told = second(100, 95)
+    per_second = Counter(told)
+    assert told == sorted(told) and told[0] == 1
+    assert set(per_second) == set(range(1, max(told) + 1))  # no second skipped
+    assert all(10 <= n <= 12 for delay, n in per_second.items() if delay < max(told))
+    told = second(100, 1000)  # fills the calendar up to its last second
+    per_second = Counter(told)
+    assert told[0] >= 7 and max(told) == 60 and per_second[60] > 12  # after the booked ones
+    assert all(n <= 12 for delay, n in per_second.items() if delay < 60)
     assert load.inflight == 0
+    for _ in range(61):  # the booked seconds pass
+        second(100, 0)
+    assert second(100, 1) == [1]
 
 
 def test_the_address_table_forgets_a_workers_connections_with_its_row() -> None:

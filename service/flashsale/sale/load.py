@@ -8,25 +8,24 @@ refused one hears at once when to come back. The HTTP layer counts the requests 
 the service asks `check()` where the contract puts `overloaded` among its refusals.
 
 Refusing is not free: reading a request and writing an answer is most of what any request
-costs a worker (docs/admission.md). A crowd that retries after one second spends the pod on
-refusals, so Retry-After grows while more than about a tenth of the answers are refusals and
-shrinks once they are fewer, each second by a factor of up to four (up) or two (down), between 1
-and MAX_RETRY_AFTER seconds; each client hears it with a random spread (0.5-1.5 times) so the
-crowd does not come back at once.
+costs a worker (docs/admission.md), so a crowd told to retry after a second would spend the
+pod on refusals. Instead, each worker books the retries it asks for in a calendar of the coming
+seconds, no more in any one second than a tenth of what it admits a second: Retry-After is the
+first second with room. However large the crowd, retries then cost the worker at most about a
+tenth of its work, and they come back spread out, not in waves.
 """
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
 
 from flashsale.domain import SaleError
 
-# Refusals per admitted request the pod is willing to spend its work on (a tenth of answers).
-SHED_PER_ADMITTED = 0.1
-MAX_RETRY_AFTER = 60.0
+# Retries a worker books into one second, per request it admits a second.
+RETRIES_PER_ADMITTED = 0.1
+MAX_RETRY_AFTER = 60  # seconds: past this the crowd is told 60 and the calendar overflows
 
 # Whether the request the current greenlet serves is counted (each greenlet has its own
 # context: a gevent worker serves one request per greenlet at a time).
@@ -40,10 +39,12 @@ class Load:
     def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic):
         self.limit = limit
         self.inflight = 0
-        self.retry_after = 1.0  # seconds, the centre of what shed clients are told
+        self.rate = 0.0  # requests admitted a second, smoothed over the last seconds
         self._clock = clock
-        self._since = clock()
-        self._admitted = self._shed = 0
+        self._second = int(clock())
+        self._admitted = 0  # in the current second
+        # Retries booked for each of the coming seconds (a ring indexed by second).
+        self._booked = [0] * (MAX_RETRY_AFTER + 1)
 
     def enter(self) -> None:
         if not _counted.get():
@@ -61,18 +62,28 @@ class Load:
         while it waits for its record it must not keep other requests out. Counted, a crowd's
         shed requests would hold the count above the bound and nothing would be admitted."""
         now = self._clock()
-        if now - self._since >= 1.0:
-            self._adapt(now)
+        if int(now) != self._second:
+            self._next_second(int(now))
         if self.inflight > self.limit:
             self.leave()
-            self._shed += 1
-            spread = self.retry_after * random.uniform(0.5, 1.5)  # noqa: S311 - not a secret
-            raise SaleError("overloaded", retry_after=max(1, round(spread)))
+            raise SaleError("overloaded", retry_after=self._book(now))
         self._admitted += 1
 
-    def _adapt(self, now: float) -> None:
-        """Retry-After for the next second, from the refusals of the last one."""
-        wanted = SHED_PER_ADMITTED * max(self._admitted, 1)
-        factor = min(4.0, max(0.5, self._shed / wanted))
-        self.retry_after = min(MAX_RETRY_AFTER, max(1.0, self.retry_after * factor))
-        self._since, self._admitted, self._shed = now, 0, 0
+    def _next_second(self, second: int) -> None:
+        passed = second - self._second
+        self.rate = (self.rate + self._admitted) / 2 if passed == 1 else self._admitted / passed
+        for past in range(self._second + 1, self._second + 1 + min(passed, len(self._booked))):
+            self._booked[past % len(self._booked)] = 0  # those retries are due or done
+        self._second, self._admitted = second, 0
+
+    def _book(self, now: float) -> int:
+        """The first coming second with room for one more retry."""
+        # When a crowd arrives the smoothed rate lags it: this second's pace so far counts too.
+        pace = self._admitted / max(now - self._second, 0.25)
+        room = max(1.0, RETRIES_PER_ADMITTED * max(self.rate, pace))
+        for delay in range(1, MAX_RETRY_AFTER + 1):
+            slot = (self._second + delay) % len(self._booked)
+            if self._booked[slot] < room:
+                self._booked[slot] += 1
+                return delay
+        return MAX_RETRY_AFTER
