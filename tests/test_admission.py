@@ -390,3 +390,22 @@ def test_a_worker_that_dies_leaves_no_count_behind(
             assert time.monotonic() < deadline
             time.sleep(0.2)
         sock.close()
+
+
+def test_behind_a_proxy_header_the_peers_are_proxies_and_are_not_capped(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {
+        **service_env,
+        "FLASHSALE_MAX_CONN_PER_IP": "1",
+        "FLASHSALE_CLIENT_IP_HEADER": "X-Forwarded-For",
+    }
+    with serving(env, tmp_path) as (base, _):
+        port = port_of(base)
+        held = [connect(port, "127.0.0.6") for _ in range(3)]
+        assert [ask(s) for s in held] == [200, 200, 200]
+        for sock in held:
+            sock.close()
+    assert (
+        "FLASHSALE_MAX_CONN_PER_IP is not applied" in (tmp_path / f"serve-{port}.log").read_text()
+    )

@@ -63,6 +63,11 @@ class Worker(GeventWorker):
         # caps clients (docs/admission.md).
         capped = settings.max_conn_per_ip and not settings.client_ip_header
         self.cap = settings.max_conn_per_ip if capped and self.address_row is not None else 0
+        if settings.max_conn_per_ip and not capped:
+            self.log.warning(
+                "FLASHSALE_MAX_CONN_PER_IP is not applied: with FLASHSALE_CLIENT_IP_HEADER set "
+                "the peers are proxies (docs/admission.md)"
+            )
         self._connections: dict[Any, _Connection] = {}
         self._probe_listeners: set[Any] = set()
         super().init_process()
