@@ -276,21 +276,21 @@ def config_env(base: dict[str, str], salt: int, **extra: Any) -> dict[str, str]:
 
 @contextlib.contextmanager
 def served(env: dict[str, str], state: Path, name: str):
+    """The service on its own sale, warmed up: (server, sale, the sale's rows so far)."""
     sale = kit.open_sale(env)
     with kit.serve_service(env, state / f"{name}.log") as server:
-        yield server, sale
+        bench.run_wrk(
+            server.base_url, duration=2, connections=200, threads=2, items=ITEMS, users=10**6
+        )
+        time.sleep(2)
+        yield server, sale, drained_rows(env, sale.sale_id)
 
 
 def part_a(base: dict[str, str], state: Path, args: argparse.Namespace) -> dict[str, Any]:
     results = {}
     for n, name in enumerate(args.configs):
         env = config_env(base, salt=100 + n, **CONFIGS[name])
-        with served(env, state, f"a-{name}") as (server, sale):
-            bench.run_wrk(
-                server.base_url, duration=2, connections=200, threads=2, items=ITEMS, users=10**6
-            )
-            time.sleep(2)
-            rows_before = drained_rows(env, sale.sale_id)
+        with served(env, state, f"a-{name}") as (server, sale, rows_before):
             watch = PodWatch(server)
             watch.start()
             samplers = start_samplers(server)
@@ -372,12 +372,7 @@ def part_b(base: dict[str, str], state: Path, args: argparse.Namespace) -> dict[
     results = {}
     for n, (name, bound) in enumerate(runs):
         env = config_env(base, salt=200 + n, FLASHSALE_MAX_INFLIGHT=bound)
-        with served(env, state, f"b-{name}") as (server, sale):
-            bench.run_wrk(
-                server.base_url, duration=2, connections=200, threads=2, items=ITEMS, users=10**6
-            )
-            time.sleep(2)
-            rows_before = drained_rows(env, sale.sale_id)
+        with served(env, state, f"b-{name}") as (server, sale, rows_before):
             samplers = start_samplers(server)
             cpu_before = kit.cpu_seconds([server.master_pid])
             crowd = run_crowd(server.base_url, args)
@@ -415,7 +410,7 @@ def part_c(base: dict[str, str], state: Path, args: argparse.Namespace) -> dict[
     results = {}
     for n, (name, extra) in enumerate(configs.items()):
         env = config_env(base, salt=300 + n, **extra)
-        with served(env, state, f"c-{name}") as (server, _):
+        with served(env, state, f"c-{name}") as (server, _, _):
             legit = Sampler("legit", server.base_url, "POST", random_checkout, 0.1, "127.0.0.2")
             health = Sampler("healthz_main", server.base_url, "GET", "/healthz", 0.25, "127.0.0.3")
             probe = Sampler("healthz_probe_port", server.probe_url, "GET", "/healthz", 0.25)

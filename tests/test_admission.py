@@ -222,6 +222,17 @@ def workers_of(proc: object) -> list[int]:
     return sorted(pid for pid, cmdline in children(proc.pid) if "sweep" not in cmdline)
 
 
+def served_again(port: int, source: str, within: float) -> None:
+    """A new connection from `source` is served (again) within `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        with connect(port, source) as sock, contextlib.suppress(OSError):
+            if ask(sock) == 200:
+                return
+        assert time.monotonic() < deadline, f"{source} still refused"
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def stopped(pid: int) -> Iterator[None]:
     """A worker frozen (SIGSTOP): its siblings accept every new connection meanwhile."""
@@ -356,15 +367,7 @@ def test_connections_per_address_are_capped_per_pod_across_workers(
         assert closed_after(over) < 10
         assert [ask(s) for s in held] == [200] * 4  # the held ones are served still
         held.pop().close()
-        deadline = time.monotonic() + 10
-        while True:  # once the pod sees the close, the address may connect again
-            again = connect(port, "127.0.0.3")
-            with contextlib.suppress(OSError):
-                if ask(again) == 200:
-                    break
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        again.close()
+        served_again(port, "127.0.0.3", within=10)  # once the pod has seen the close
         for sock in held:
             sock.close()
 
@@ -381,15 +384,7 @@ def test_a_worker_that_dies_leaves_no_count_behind(
             assert [ask(s) for s in held] == [200, 200]
         assert closed_after(connect(port, "127.0.0.5")) < 10
         os.kill(second, signal.SIGKILL)  # it held both: the master frees its row
-        deadline = time.monotonic() + 30
-        while True:
-            sock = connect(port, "127.0.0.5")
-            with contextlib.suppress(OSError):
-                if ask(sock) == 200:
-                    break
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        sock.close()
+        served_again(port, "127.0.0.5", within=30)
 
 
 def test_behind_a_proxy_header_the_peers_are_proxies_and_are_not_capped(
