@@ -138,6 +138,7 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
 class Served:
     base_url: str
     proc: subprocess.Popen
+    probe_url: str = ""  # FLASHSALE_PROBE_PORT's listener, when the env names one
 
     @property
     def master_pid(self) -> int:
@@ -167,14 +168,18 @@ class Served:
 def gunicorn(
     argv: list[str], env: dict[str, str], log_path: Path, ready_path: str, workers: int = 2
 ) -> Iterator[Served]:
-    """A gunicorn master (`argv` after the interpreter) on a free loopback port."""
+    """A gunicorn master (`argv` after the interpreter) on a free loopback port (and on
+    FLASHSALE_PROBE_PORT when the env sets it). GUNICORN_CMD_ARGS in `env` is kept, after the
+    binds."""
     port = free_port()
+    probe = env.get("FLASHSALE_PROBE_PORT", "")
+    # Loopback only, whatever the config binds: the command line's setting wins.
+    binds = " ".join(f"--bind {HOST}:{p}" for p in (port, probe) if p and p != "0")
     env = {
         **env,
         "PORT": str(port),
         "WEB_CONCURRENCY": str(workers),
-        # Loopback only, whatever the config binds: the command line's setting wins.
-        "GUNICORN_CMD_ARGS": f"--bind {HOST}:{port}",
+        "GUNICORN_CMD_ARGS": f"{binds} {env.get('GUNICORN_CMD_ARGS', '')}".strip(),
     }
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
@@ -188,7 +193,7 @@ def gunicorn(
     base = f"http://{HOST}:{port}"
     try:
         wait_http(base + ready_path, proc)
-        yield Served(base, proc)
+        yield Served(base, proc, f"http://{HOST}:{probe}" if probe and probe != "0" else "")
     finally:
         stop_group(proc)
 

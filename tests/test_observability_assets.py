@@ -155,6 +155,7 @@ def test_alert_rules_are_the_expected_ones(rule_groups: list[dict[str, Any]]) ->
         "FlashsaleHighErrorRatio",  # 5xx ratio
         "FlashsaleHighLatencyP99",
         "FlashsaleNoReadyPods",
+        "FlashsaleShedding",
     }
     assert expected <= set(names)
     for rule in alerts:
@@ -243,6 +244,52 @@ RULE_TESTS = [
                 "alertname": "FlashsaleHighErrorRatio",
                 "exp_alerts": [{"exp_labels": {"severity": "critical"}}],
             },
+        ],
+    },
+    {  # 10 of 110 requests per interval shed for 15 minutes; probes are not in the ratio
+        "interval": "15s",
+        "input_series": [
+            {
+                "series": f'flashsale_request_duration_seconds_count{{{SERIES}, route="/checkout", '
+                'status="200"}',
+                "values": "0+100x60",
+            },
+            {
+                "series": f'flashsale_request_duration_seconds_count{{{SERIES}, route="/checkout", '
+                'status="503"}',
+                "values": "0+10x60",
+            },
+            {
+                "series": f'flashsale_request_duration_seconds_count{{{SERIES}, route="/healthz", '
+                'status="200"}',
+                "values": "0+1000x60",
+            },
+            {"series": f'flashsale_shed_total{{{SERIES}, route="/checkout"}}', "values": "0+10x60"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "6m", "alertname": "FlashsaleShedding", "exp_alerts": []},
+            {
+                "eval_time": "15m",
+                "alertname": "FlashsaleShedding",
+                "exp_alerts": [{"exp_labels": {"severity": "warning"}}],
+            },
+        ],
+    },
+    {  # a burst of shedding that ends within the 10 minutes does not fire
+        "interval": "15s",
+        "input_series": [
+            {
+                "series": f'flashsale_request_duration_seconds_count{{{SERIES}, route="/checkout", '
+                'status="200"}',
+                "values": "0+100x80",
+            },
+            {
+                "series": f'flashsale_shed_total{{{SERIES}, route="/checkout"}}',
+                "values": "0+50x8 400x72",
+            },
+        ],
+        "alert_rule_test": [
+            {"eval_time": "20m", "alertname": "FlashsaleShedding", "exp_alerts": []},
         ],
     },
     {  # no available replica

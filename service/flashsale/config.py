@@ -101,7 +101,7 @@ class Settings:
     jwt_audience: str = ""
     jwt_issuer: str = ""
     # --- admission
-    max_inflight: int = 100
+    max_inflight: int = 50
     waiting_room: bool = False
     admit_rate: float = 100.0
     queue_opens_before: int = 300
@@ -110,6 +110,7 @@ class Settings:
     # --- HTTP
     host: str = ""  # empty: the command's default (`serve` all interfaces, `dev` 127.0.0.1)
     port: int = 8080
+    probe_port: int = 0  # 0: the probes use `port`
     public_url: str = ""
     web_concurrency: int = 0
     header_timeout: float = 10.0
@@ -153,7 +154,7 @@ class Settings:
             jwt_key=env.get("FLASHSALE_JWT_KEY", "").strip(),
             jwt_audience=_text(env, "FLASHSALE_JWT_AUDIENCE"),
             jwt_issuer=_text(env, "FLASHSALE_JWT_ISSUER"),
-            max_inflight=_int(env, "FLASHSALE_MAX_INFLIGHT", 100, minimum=1),
+            max_inflight=_int(env, "FLASHSALE_MAX_INFLIGHT", 50, minimum=1),
             waiting_room=_switch(env, "FLASHSALE_WAITING_ROOM", False),
             admit_rate=_float(env, "FLASHSALE_ADMIT_RATE", 100.0, minimum=0.001),
             queue_opens_before=_int(env, "FLASHSALE_QUEUE_OPENS_BEFORE", 300),
@@ -161,6 +162,7 @@ class Settings:
             pass_ttl=_int(env, "FLASHSALE_PASS_TTL", 600, minimum=1),
             host=_text(env, "HOST"),
             port=_int(env, "PORT", 8080, minimum=0),
+            probe_port=_int(env, "FLASHSALE_PROBE_PORT", 0),
             public_url=_text(env, "FLASHSALE_PUBLIC_URL").rstrip("/"),
             web_concurrency=_int(env, "WEB_CONCURRENCY", 0),
             header_timeout=_float(env, "FLASHSALE_HEADER_TIMEOUT", 10.0, minimum=0.1),
@@ -188,6 +190,8 @@ class Settings:
                 f"FLASHSALE_WAITING_ROOM=on needs FLASHSALE_PASS_KEY, at least {PASS_KEY_MIN}"
                 " characters and the same in every pod (e.g. `openssl rand -hex 32`)"
             )
+        if self.probe_port and self.probe_port == self.port:
+            raise ConfigError("FLASHSALE_PROBE_PORT must differ from PORT (or be 0)")
 
     def require_stores(self) -> None:
         """Commands other than `dev` have no embedded default: say so plainly."""

@@ -38,6 +38,16 @@ DRAINED = Counter("flashsale_outbox_drained_total", "Checkout attempts moved int
 QUEUE_ADMITTED = Counter(
     "flashsale_queue_admitted_total", "Users the waiting room admitted (recorded by this process)."
 )
+CONNECTIONS_REFUSED = Counter(
+    "flashsale_connections_refused_total",
+    "Connections closed at once: their client address held FLASHSALE_MAX_CONN_PER_IP already.",
+)
+SHED = Counter(
+    "flashsale_shed_total",
+    "Requests answered 503 overloaded at once: their worker had more in flight than it answers "
+    "in time.",
+    ["route"],
+)
 
 
 class SaleCollector(Collector):
@@ -126,6 +136,8 @@ def render(sale_collector: Collector, multiprocess_dir: str = "") -> bytes:
             RECLAIMED,
             DRAINED,
             QUEUE_ADMITTED,
+            SHED,
+            CONNECTIONS_REFUSED,
         ):
             registry.register(collector)
     return generate_latest(registry)

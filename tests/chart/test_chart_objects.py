@@ -69,10 +69,19 @@ def test_web_deployment_probes_and_graceful_rollout(render: RenderFn) -> None:
     spec = pod_spec(deploy)
     [web] = spec["containers"]
     assert web["command"] + web["args"] == ["flashsale", "serve"]
-    assert web["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert web["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    assert web["startupProbe"]["httpGet"]["path"] == "/healthz"
-    assert web["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    # The probes have a port of their own (FLASHSALE_PROBE_PORT): a crowd on http cannot take
+    # the connections they need.
+    assert web["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "probes"}
+    assert web["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "probes"}
+    assert web["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "probes"}
+    assert web["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "probes", "containerPort": 8081, "protocol": "TCP"},
+    ]
+    assert settings_of(defaults(render), web).probe_port == 8081
+    without = pod_spec(render(sets=["probePort=0"]).one("Deployment", "web"))["containers"][0]
+    assert without["livenessProbe"]["httpGet"]["port"] == "http"
+    assert [p["name"] for p in without["ports"]] == ["http"]
     # A rolling update never goes below the wanted count and a leaving pod finishes its requests.
     assert deploy["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     sleep = web["lifecycle"]["preStop"]["exec"]["command"]
@@ -155,7 +164,14 @@ DEV_ONLY = {"FLASHSALE_STATE_DIR", "FLASHSALE_DEVSERVERS", "HOST"}
 # Set from the release itself, not from values.
 FROM_THE_RELEASE = {"FLASHSALE_RELEASE", "FLASHSALE_NAMESPACE"}
 # Settings the chart's defaults deliberately set apart from config.py's own defaults.
-CHART_OWN_DEFAULTS = {"redis_url", "database_url", "web_concurrency", "metrics_dir", "namespace"}
+CHART_OWN_DEFAULTS = {
+    "redis_url",
+    "database_url",
+    "web_concurrency",
+    "metrics_dir",
+    "namespace",
+    "probe_port",
+}
 
 
 def config_py_variables() -> set[str]:

@@ -11,6 +11,7 @@ ConfigMap exists.
 {{- $auth := .Values.auth -}}
 {{- $room := .Values.waitingRoom -}}
 PORT: {{ .Values.containerPort | int64 | quote }}
+FLASHSALE_PROBE_PORT: {{ .Values.probePort | int64 | quote }}
 FLASHSALE_RELEASE: {{ .Release.Name | quote }}
 FLASHSALE_NAMESPACE: {{ .Release.Namespace | quote }}
 FLASHSALE_ITEMS: {{ $c.items | int64 | quote }}

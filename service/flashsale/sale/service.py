@@ -18,6 +18,7 @@ from flashsale import catalog, domain
 from flashsale.config import Settings
 from flashsale.domain import ANONYMOUS, Caller, Purchase, Reservation, Sale, SaleError, printable
 from flashsale.metrics import CHECKOUTS, PURCHASES
+from flashsale.sale.load import Load
 from flashsale.sale.waiting_room import QueueTicket, WaitingRoom
 from flashsale.stores.inventory import Inventory, InventoryError, SaleFigures
 from flashsale.stores.records import AttemptRow, Database, DatabaseError, surely_not_written
@@ -51,6 +52,8 @@ class SaleService:
         self.inventory = inventory
         self.database = database
         self.clock = clock
+        # Requests in flight in this worker: the HTTP layer counts them, _check_load sheds.
+        self.load = Load(settings.max_inflight)
         self._registered: set[str] = set()
         # Sales this worker has seen open: if Redis no longer holds one of them mid-period, Redis
         # lost it (a restore is under way) and the answer is `unavailable`, not `no_active_sale`.
@@ -183,6 +186,7 @@ class SaleService:
 
     def _check_load(self) -> None:
         """More work in flight than the pod can answer in time: `overloaded`."""
+        self.load.check()
 
     def _deadline_ms(self) -> int:
         """When a script sent now must no longer run: real time, not the sale's clock (tests
@@ -302,6 +306,7 @@ class SaleService:
     def _purchase(self, code: Any, caller: Caller) -> Purchase:
         if not domain.valid_code(code):
             raise SaleError("invalid_request", "`code` must be a checkout code")
+        self._check_load()
         sale_id = domain.sale_of_code(code)
         if sale_id is None:
             raise SaleError("code_not_found")
@@ -405,6 +410,7 @@ class SaleService:
         return figures
 
     def status(self, caller: Caller = ANONYMOUS) -> dict[str, Any]:
+        self._check_load()
         self.admit(caller)
         snapshot = self.snapshot()
         if snapshot is None:
@@ -449,10 +455,12 @@ class SaleService:
     ) -> dict[str, Any]:
         """Items in position order; the cursor is the next position, bound to its sale. The
         address's token is spent after the parameters are checked: `invalid_request` (of an
-        open sale's cursor) comes before `rate_limited`, which comes before `no_active_sale`."""
+        open sale's cursor) comes before `overloaded` and `rate_limited`, which come before
+        `no_active_sale`."""
         now = self.now_ms()
         sale, spent = self._lookup(self.current_sale_id(now), caller)
         if sale is None or not sale.open_at(now):
+            self._check_load()
             if not spent:
                 self.admit(caller)
             raise SaleError("no_active_sale", retry_after=self.retry_after_no_sale(now))
@@ -462,6 +470,7 @@ class SaleService:
             if owner != sale.sale_id or not position.isdigit() or int(position) < 1:
                 raise SaleError("invalid_request", "`cursor` does not belong to the current sale")
             start = int(position)
+        self._check_load()
         if not spent:
             self.admit(caller)
         stop = start + limit
@@ -474,6 +483,7 @@ class SaleService:
 
     def item_image(self, sale_id: str, item_id: str, caller: Caller = ANONYMOUS) -> str:
         """An item's picture; a sale only PostgreSQL can tell about costs an address token."""
+        self._check_load()
         sale = self._lookup(sale_id, caller)[0] if domain.sale_window(sale_id) else None
         if sale is None or not item_id.isdigit() or not 1 <= int(item_id) <= sale.total_items:
             raise SaleError("item_not_found")

@@ -1,13 +1,12 @@
-"""gunicorn settings for `flashsale serve`: gevent workers, bounded requests, graceful stops,
-Prometheus multiprocess housekeeping, and the pod's sweeper as a child of the master."""
+"""gunicorn settings for `flashsale serve`: gevent workers with deadlines and caps on
+connections (server/worker.py), bounded requests, graceful stops, Prometheus multiprocess
+housekeeping, and the pod's sweeper as a child of the master."""
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import shutil
 import signal
-import socket
 import weakref
 from pathlib import Path
 
@@ -16,15 +15,26 @@ from gunicorn import util
 
 from flashsale.config import Settings
 from flashsale.logs import gunicorn_logger
+from flashsale.server.addresses import AddressTable
 from flashsale.server.sweeper import Sweeper
+from flashsale.server.worker import end_reading
 from flashsale.web.errors import error_body
 
 _settings = Settings.from_env()
 
-bind = f"{_settings.host or '0.0.0.0'}:{_settings.port}"  # noqa: S104 - a pod serves its network
-worker_class = "gevent"
+# A pod serves its network (HOST narrows it, as `flashsale dev` does); the probe port, when set,
+# answers the probes and /metrics on its own connection pool.
+bind = [
+    f"{_settings.host or '0.0.0.0'}:{port}"  # noqa: S104
+    for port in (_settings.port, _settings.probe_port)
+    if port
+]
+worker_class = "flashsale.server.worker.Worker"
 workers = _settings.web_concurrency or multiprocessing.cpu_count()
-worker_connections = 1000  # greenlets per worker
+# Connections (greenlets) per worker and listening port: room for a crowd of thousands, whose
+# slow or idle connections the header deadline and the per-address cap keep from taking it all.
+worker_connections = 10_000
+backlog = 4096  # connections accepted by the kernel while the workers catch up (somaxconn caps it)
 keepalive = 75  # longer than common load balancers' idle timeout
 timeout = 30  # a worker silent this long is killed and replaced
 graceful_timeout = 25  # SIGTERM: finish in-flight requests within this, then exit
@@ -51,6 +61,9 @@ proc_name = "flashsale"
 control_socket_disable = True
 
 _sweeper = Sweeper(_settings.sweep_interval)
+# Open connections per client address, shared by the workers: a row for each worker, and as many
+# again for the new workers of a reload, which start before the old ones have gone.
+_addresses = AddressTable(rows=2 * workers + 2) if _settings.max_conn_per_ip else None
 
 
 def on_starting(server) -> None:
@@ -67,9 +80,16 @@ def on_starting(server) -> None:
         path.mkdir(parents=True, exist_ok=True)
 
 
+def pre_fork(server, worker) -> None:
+    if _addresses is not None:
+        worker.addresses, worker.address_row = _addresses, _addresses.claim()
+
+
 def child_exit(server, worker) -> None:
     from prometheus_client import multiprocess
 
+    if _addresses is not None:
+        _addresses.release(getattr(worker, "address_row", None))
     if _settings.metrics_dir:
         multiprocess.mark_process_dead(worker.pid)
 
@@ -102,17 +122,9 @@ def post_worker_init(worker) -> None:
     def on_sigterm(signum, frame) -> None:
         handle_exit(signum, frame)
         for sock in list(worker.idle_connections):
-            _end_reading(sock)
+            end_reading(sock)
 
     signal.signal(signal.SIGTERM, on_sigterm)
-
-
-def _end_reading(sock: socket.socket) -> None:
-    """The handler's next read sees end-of-stream and closes the connection. On the socket
-    under gevent's wrapper: gevent's own shutdown() fails the waiting reader with an error
-    that gunicorn logs, with a traceback, as a socket error."""
-    with contextlib.suppress(OSError):
-        getattr(sock, "_sock", sock).shutdown(socket.SHUT_RD)
 
 
 def pre_request(worker, req) -> None:
@@ -132,7 +144,7 @@ def post_request(worker, req, environ, resp) -> None:
         idle.add(sock)
     else:
         idle.discard(sock)
-        _end_reading(sock)
+        end_reading(sock)
 
 
 def when_ready(server) -> None:

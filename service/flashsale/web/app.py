@@ -17,10 +17,19 @@ from flashsale.domain import SaleError, rfc3339
 from flashsale.metrics import REQUEST_DURATION, SaleCollector, render
 from flashsale.sale.service import SaleService
 from flashsale.web import resources
+from flashsale.web.admission import Admission
 from flashsale.web.callers import Callers
 from flashsale.web.errors import handle_sale_error, handle_unexpected, serialize_http_error
 
 STATIC_DIR = Path(__file__).with_name("static")
+# The routes whose requests the service may shed (it checks the load before their store calls).
+SHED_ROUTES = (
+    "/checkout",
+    "/purchase",
+    "/sale/status",
+    "/sale/items",
+    "/images/{sale_id}/{item_id}.svg",
+)
 # An incoming X-Request-ID (from an ingress or a client) is kept only when it is short and tame.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
@@ -134,7 +143,8 @@ def create_app(service: SaleService) -> falcon.App:
     """The WSGI app of one worker: every route, the error shape, timing and the access log."""
     settings = service.settings
     timing = RequestTiming(settings.access_log, settings.log_level)
-    app = falcon.App(middleware=[timing])
+    admission = Admission(service.load, settings.probe_port, SHED_ROUTES)
+    app = falcon.App(middleware=[timing, admission])
     json = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json

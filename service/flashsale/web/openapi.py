@@ -208,7 +208,7 @@ def document(waiting_room: bool = False) -> dict[str, Any]:
                     "operationId": "saleStatus",
                     "responses": {
                         "200": _ok("SaleStatus"),
-                        **_by_status("rate_limited", "no_active_sale", "unavailable"),
+                        **_by_status("overloaded", "rate_limited", "no_active_sale", "unavailable"),
                     },
                 }
             },
@@ -228,7 +228,11 @@ def document(waiting_room: bool = False) -> dict[str, Any]:
                     "responses": {
                         "200": _ok("ItemPage"),
                         **_by_status(
-                            "invalid_request", "rate_limited", "no_active_sale", "unavailable"
+                            "invalid_request",
+                            "overloaded",
+                            "rate_limited",
+                            "no_active_sale",
+                            "unavailable",
                         ),
                     },
                 }
@@ -256,7 +260,7 @@ def document(waiting_room: bool = False) -> dict[str, Any]:
                             "description": "SVG image",
                             "content": {"image/svg+xml": {"schema": {"type": "string"}}},
                         },
-                        **_by_status("item_not_found", "unavailable"),
+                        **_by_status("overloaded", "item_not_found", "unavailable"),
                     },
                 }
             },
