@@ -369,9 +369,9 @@ class SaleService:
         start = 1
         if cursor:
             owner, _, position = cursor.rpartition(":")
-            if owner != sale.sale_id or not position.isdigit() or int(position) < 1:
-                raise SaleError("invalid_request", "`cursor` does not belong to the current sale")
-            start = int(position)
+            start = domain.parse_count(position) if owner == sale.sale_id else None
+            if start is None or not 1 <= start <= sale.total_items:
+                raise SaleError("invalid_request", "`cursor` is not a cursor of the current sale")
         self.admit(caller)
         stop = start + limit
         items = [
@@ -383,7 +383,13 @@ class SaleService:
 
     def item_image(self, sale_id: str, item_id: str) -> str:
         sale = self.sale(sale_id) if domain.sale_window(sale_id) else None
-        if sale is None or not item_id.isdigit() or not 1 <= int(item_id) <= sale.total_items:
+        position = domain.parse_count(item_id)
+        if (
+            sale is None
+            or position is None
+            or not 1 <= position <= sale.total_items
+            or catalog.item_id_at(position) != item_id  # "007" is not item "7"
+        ):
             raise SaleError("item_not_found")
         return catalog.render_svg(sale.seed, item_id)
 

@@ -8,7 +8,7 @@ from typing import Any
 import falcon
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from flashsale.domain import SaleError
+from flashsale.domain import SaleError, parse_count
 from flashsale.sale.service import SaleService
 from flashsale.web.callers import Callers
 from flashsale.web.openapi import document
@@ -59,11 +59,8 @@ class SaleItems:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         raw_limit = _param(req, "limit")
-        if raw_limit is None:
-            limit = self.DEFAULT_LIMIT
-        elif isinstance(raw_limit, str) and raw_limit.isdigit() and 1 <= int(raw_limit) <= 1000:
-            limit = int(raw_limit)
-        else:
+        limit = self.DEFAULT_LIMIT if raw_limit is None else parse_count(raw_limit)
+        if limit is None or not 1 <= limit <= 1000:
             raise SaleError("invalid_request", "`limit` must be an integer from 1 to 1000")
         cursor = _param(req, "cursor")
         if cursor is not None and not isinstance(cursor, str):
