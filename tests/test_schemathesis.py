@@ -39,6 +39,9 @@ def error_shape(ctx: object, response: Any, case: object) -> bool | None:
     503 carry Retry-After."""
     if response.status_code < 400:
         return None
+    if response.request.method == "HEAD":  # the GET's status and headers, no body
+        assert not response.content, "HEAD answered a body"
+        return None
     content_type = response.headers.get("content-type") or [""]
     content_type = content_type[0] if isinstance(content_type, list) else content_type
     assert content_type.startswith("application/json"), content_type

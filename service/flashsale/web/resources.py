@@ -8,6 +8,7 @@ from typing import Any
 import falcon
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from flashsale.config import Settings
 from flashsale.domain import SaleError, parse_count
 from flashsale.sale.service import SaleService
 from flashsale.web.callers import Callers
@@ -56,6 +57,8 @@ class SaleItems:
     def __init__(self, service: SaleService, callers: Callers):
         self._service = service
         self._callers = callers
+        # FLASHSALE_PUBLIC_URL, else each request's own scheme and host.
+        self._public_url = service.settings.public_url
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         raw_limit = _param(req, "limit")
@@ -66,8 +69,9 @@ class SaleItems:
         if cursor is not None and not isinstance(cursor, str):
             raise SaleError("invalid_request", "`cursor` may be given once")
         page = self._service.items_page(limit, cursor or None, self._callers(req))
+        base = self._public_url or req.prefix
         for item in page["items"]:
-            item["image_url"] = req.prefix + item["image_url"]
+            item["image_url"] = base + item["image_url"]
         resp.media = page
 
 
@@ -110,8 +114,8 @@ class Metrics:
 
 
 class OpenAPI:
-    def __init__(self) -> None:
-        self._document = document()
+    def __init__(self, settings: Settings) -> None:
+        self._document = document(settings.auth, settings.auth_header)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = self._document
