@@ -54,7 +54,8 @@ class CheckoutAnswer(NamedTuple):
 
 class PurchaseAnswer(NamedTuple):
     """purchase.lua's decision: `kind` is sold (now), repeat (sold before under this code),
-    sale_missing (Redis does not hold the sale), rate_limited, code_not_found or code_expired."""
+    sale_missing (Redis does not hold the sale), forbidden (held by another user than the
+    requester), rate_limited, code_not_found or code_expired."""
 
     kind: str
     item_id: str = ""
@@ -200,8 +201,10 @@ class Inventory:
         user_rate: float,
         ip_rate: float,
         client_ip: str,
+        requester: str = "",
     ) -> PurchaseAnswer:
-        """Turn the code's reservation into a sale, pending until PostgreSQL has it."""
+        """Turn the code's reservation into a sale, pending until PostgreSQL has it. With a
+        `requester` (identity on), only the code's holder may: `forbidden` for anyone else."""
         keys = keys_for(sale_id)
         answer = self._eval(
             "purchase",
@@ -213,7 +216,15 @@ class Inventory:
                 keys.pending,
                 keys.ip_bucket(client_ip),
             ],
-            [code, now_ms, user_rate, ip_rate, keys.user_prefix, keys.user_bucket_prefix],
+            [
+                code,
+                now_ms,
+                user_rate,
+                ip_rate,
+                keys.user_prefix,
+                keys.user_bucket_prefix,
+                requester,
+            ],
         )
         kind = answer[0]
         if kind == "rate_limited":

@@ -19,6 +19,7 @@ local ip_rate       = tonumber(ARGV[4])  -- requests per second per client addre
 -- they live in the same slot as KEYS and Redis Cluster serves them from the same node.
 local user_prefix   = ARGV[5]            -- "<sale prefix>user:"  + user_id -> zset of the user
 local bucket_prefix = ARGV[6]            -- "<sale prefix>bucket:u:" + user_id -> token bucket
+local requester     = ARGV[7]            -- the authenticated user; "" when identity is off
 
 local sale_id = redis.call('HGET', meta_key, 'sale_id')
 if not sale_id then
@@ -34,6 +35,12 @@ if not claim then
   return {'code_not_found'}
 end
 local item_id, user_id = parse_claim(claim)
+if requester ~= '' and requester ~= user_id then
+  -- Someone else's code, expired or not: forbidden comes before rate_limited in the table. The
+  -- address's bucket is spent like any request's; the holder's own bucket is left alone.
+  take_token(ip_bucket, ip_rate, now)
+  return {'forbidden'}
+end
 
 local wait = take_token(bucket_prefix .. user_id, user_rate, now)
 if wait == 0 then
