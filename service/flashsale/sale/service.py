@@ -58,6 +58,7 @@ class SaleService:
         self._sales: dict[str, Sale] = {}
         self._checkout_outcomes = {code: CHECKOUTS.labels(code) for code in (*domain.ERRORS, "ok")}
         self._purchase_outcomes = {code: PURCHASES.labels(code) for code in (*domain.ERRORS, "ok")}
+        self._identity_on = settings.auth != "off"
 
     # --- time -------------------------------------------------------------------------------
 
@@ -107,8 +108,10 @@ class SaleService:
     def _checkout(self, user_id: Any, item_id: Any, caller: Caller) -> Reservation:
         now = self.now_ms()
         sale_id = self.current_sale_id(now)
-        if not domain.valid_token(user_id) or not domain.valid_token(item_id):
-            bad = "user_id" if not domain.valid_token(user_id) else "id"
+        # With identity on, a missing user_id is the identity's (checked just below).
+        user_ok = domain.valid_token(user_id) or (user_id is None and self._identity_on)
+        if not user_ok or not domain.valid_token(item_id):
+            bad = "user_id" if not user_ok else "id"
             self._record_elsewhere(sale_id, "invalid_request", now, user_id, item_id)
             raise SaleError(
                 "invalid_request", f"`{bad}` must be 1-64 characters of A-Z a-z 0-9 _ . -"
@@ -152,8 +155,16 @@ class SaleService:
         raise SaleError(answer.outcome, retry_after=retry_after)
 
     def _identify(self, user_id: Any, caller: Caller) -> Any:
-        """The user a request acts for (FLASHSALE_AUTH): `unauthenticated` or `forbidden`."""
-        return user_id
+        """The user a request acts for (FLASHSALE_AUTH): `unauthenticated` or `forbidden`.
+        With identity off, the user_id as given; on, the identity, which user_id must equal
+        when it is given."""
+        if not self._identity_on:
+            return user_id
+        if caller.unauthenticated or caller.user is None:
+            raise SaleError("unauthenticated")
+        if user_id is not None and user_id != caller.user:
+            raise SaleError("forbidden", "`user_id` is not the user this request identifies")
+        return caller.user
 
     def _check_pass(self, user_id: str, sale_id: str, caller: Caller, now: int) -> None:
         """With the waiting room on, a checkout needs a pass for this user and sale:
@@ -227,6 +238,7 @@ class SaleService:
     def _purchase(self, code: Any, caller: Caller) -> Purchase:
         if not domain.valid_code(code):
             raise SaleError("invalid_request", "`code` must be a checkout code")
+        requester = self._identify(None, caller) or ""  # "": anyone holding the code may buy
         sale_id = domain.sale_of_code(code)
         if sale_id is None:
             raise SaleError("code_not_found")
@@ -239,15 +251,16 @@ class SaleService:
                 user_rate=self.settings.rate_per_user,
                 ip_rate=self.settings.rate_per_ip if caller.address else 0,
                 client_ip=caller.address,
+                requester=requester,
             )
         except InventoryError as error:
             log.warning("redis unreachable during purchase: %s", error)
             raise SaleError("unavailable") from None
         if answer.kind == "sale_missing":
-            return self._purchase_from_records(code, sale_id, now)
+            return self._purchase_from_records(code, sale_id, now, requester)
         if answer.kind == "rate_limited":
             raise SaleError(answer.kind, retry_after=_seconds(answer.retry_ms))
-        if answer.kind in ("code_not_found", "code_expired"):
+        if answer.kind in ("forbidden", "code_not_found", "code_expired"):
             raise SaleError(answer.kind)
         purchase = Purchase(sale_id, answer.item_id, answer.user_id, code, answer.at_ms)
         return self._make_durable(purchase, sold_now=answer.kind == "sold")
@@ -286,17 +299,23 @@ class SaleService:
         except InventoryError as error:
             log.warning("revert of %s left to the sweeper: %s", code, error)
 
-    def _purchase_from_records(self, code: str, sale_id: str, now: int) -> Purchase:
-        """Redis no longer holds the sale: PostgreSQL answers for it."""
+    def _purchase_from_records(self, code: str, sale_id: str, now: int, requester: str) -> Purchase:
+        """Redis no longer holds the sale: PostgreSQL answers for it (`requester` as for
+        purchase.lua: when set, only the code's holder hears about it)."""
         try:
             stored = self.database.purchase_by_code(code)
             if stored is not None:
+                if requester and stored.user_id != requester:
+                    raise SaleError("forbidden")
                 return stored
             sale = self.database.get_sale(sale_id)
             if sale is not None and now < sale.ends_ms:
                 # The live sale is missing from Redis: it is being restored. Not the client's fault.
                 raise SaleError("unavailable")
-            if self.database.code_was_issued(code):
+            holder = self.database.code_holder(code)
+            if holder is not None and requester and holder != requester:
+                raise SaleError("forbidden")
+            if holder is not None:
                 raise SaleError("code_expired")
         except DatabaseError:
             raise SaleError("unavailable") from None

@@ -7,6 +7,7 @@ import falcon
 
 from flashsale.config import Settings
 from flashsale.domain import Caller
+from flashsale.web.identity import identity_reader
 
 
 class Callers:
@@ -15,9 +16,19 @@ class Callers:
     def __init__(self, settings: Settings):
         self._address_header = settings.client_ip_header
         self._addresses = settings.rate_per_ip > 0
+        self._identity = identity_reader(settings)
 
-    def __call__(self, req: falcon.Request) -> Caller:
-        return Caller(address=self._address(req))
+    def __call__(self, req: falcon.Request, identify: bool = True) -> Caller:
+        """`identify=False` for the reads, which need no identity (and spend no verification)."""
+        address = self._address(req)
+        if not identify or self._identity is None:
+            return Caller(address=address)
+        identity = self._identity(req)
+        if identity.user is None:
+            # The 401 answer carries it (web.errors), should the service refuse this request.
+            req.context.challenge = identity.challenge
+            return Caller(address=address, unauthenticated=True)
+        return Caller(address=address, user=identity.user)
 
     def _address(self, req: falcon.Request) -> str:
         """The client's address for the per-address limits; a proxy header only when trusted."""

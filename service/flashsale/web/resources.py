@@ -48,7 +48,7 @@ class SaleStatus:
         self._callers = callers
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = self._service.status(self._callers(req))
+        resp.media = self._service.status(self._callers(req, identify=False))
 
 
 class SaleItems:
@@ -68,7 +68,7 @@ class SaleItems:
         cursor = _param(req, "cursor")
         if cursor is not None and not isinstance(cursor, str):
             raise SaleError("invalid_request", "`cursor` may be given once")
-        page = self._service.items_page(limit, cursor or None, self._callers(req))
+        page = self._service.items_page(limit, cursor or None, self._callers(req, identify=False))
         base = self._public_url or req.prefix
         for item in page["items"]:
             item["image_url"] = base + item["image_url"]
