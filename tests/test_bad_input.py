@@ -124,6 +124,19 @@ def test_oversized_headers_are_431_as_documented(server, method, path, target):
     still_healthy(base)
 
 
+@pytest.mark.parametrize(
+    "header,status",
+    [(b"Expect: 200-ok", 417), (b"Transfer-Encoding: br, chunked", 501)],
+    ids=["expect", "transfer coding"],
+)
+def test_headers_gunicorn_cannot_honour_are_refused_as_documented(server, header, status):
+    base, _ = server
+    got, headers, body = raw(base, request(b"/checkout?user_id=u1&id=1", header))
+    assert got == status
+    contract_error(headers, body, "invalid_request")
+    documented(base, "POST", "/checkout", status, body)
+
+
 def test_bytes_that_are_not_http_are_400_as_documented(server):
     base, _ = server
     status, headers, body = raw(

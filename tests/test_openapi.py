@@ -212,13 +212,14 @@ def test_parameters_of_the_contract_are_documented(client: falcon.testing.TestCl
 
 
 def test_the_http_layers_refusals_are_on_every_operation(client: falcon.testing.TestClient) -> None:
-    """gunicorn answers an oversized request line 414, oversized headers 431 and bytes that are
-    not HTTP 400, before any route is known: every operation can hear them."""
+    """gunicorn answers an oversized request line 414, oversized headers 431, bytes that are
+    not HTTP 400, an Expect it cannot meet 417 and an unknown transfer coding 501, before any
+    route is known: every operation can hear them."""
     paths = client.simulate_get("/openapi.json").json["paths"]
     operations = [op for item in paths.values() for m, op in item.items() if m in HTTP_METHODS]
     assert len(operations) >= 16  # every GET has its HEAD
     for operation in operations:
-        for status in ("400", "414", "431"):
+        for status in ("400", "414", "417", "431", "501"):
             response = operation["responses"][status]
             assert "invalid_request" in response["description"].split(" / ")
             if operation["operationId"].endswith("Head"):

@@ -20,9 +20,10 @@ _RETRY_AFTER = {
 
 
 # Statuses the HTTP layer answers before the API sees a request, on any operation: gunicorn's
-# refusals of a request line (414) or headers (431) past its limits and of bytes that are not
-# HTTP (400), in the error shape (server/gunicorn_conf.py).
-_HTTP_LAYER_STATUSES = ("400", "414", "431")
+# refusals of a request line (414) or headers (431) past its limits, of bytes that are not HTTP
+# (400), of an `Expect` other than 100-continue (417) and of a transfer coding it does not know
+# (501), in the error shape (server/gunicorn_conf.py).
+_HTTP_LAYER_STATUSES = ("400", "414", "417", "431", "501")
 
 
 def _error(*codes: str, status: str = "") -> dict[str, Any]:
