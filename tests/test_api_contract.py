@@ -704,6 +704,55 @@ def test_item_images_are_served_by_the_service(stack: Stack) -> None:
     assert_error(api.get("/images/not-a-sale/1.svg"), 404, "item_not_found")
 
 
+def test_public_url_is_the_base_of_absolute_urls(harness: Harness) -> None:
+    """FLASHSALE_PUBLIC_URL, when set, whatever host the request named (without it, the
+    request's own host: test_item_images_are_served_by_the_service)."""
+    stack = harness.stack(FLASHSALE_PUBLIC_URL="https://shop.example.com/flash/")
+    sale = stack.open()
+    api = stack.api
+    items = api.get("/sale/items", [("limit", "3")], host="pod-7.internal").json["items"]
+    assert [item["image_url"] for item in items] == [
+        f"https://shop.example.com/flash/images/{sale.sale_id}/{n}.svg" for n in (1, 2, 3)
+    ]
+
+
+# Headers that differ between any two answers, HEAD or not.
+_PER_ANSWER = {"x-request-id"}
+
+
+def test_head_is_answered_on_every_get_route(stack: Stack) -> None:
+    """The API's reads, images, probes, /metrics, /openapi.json, the status page and its files:
+    HEAD gets the GET's status and headers (Content-Length included), and no body."""
+    client = stack.api.client
+    image = urlsplit(stack.api.get("/sale/items", [("limit", "1")]).json["items"][0]["image_url"])
+    targets = [
+        ("/sale/status", ""),
+        ("/sale/items", "limit=2"),
+        ("/sale/items", "limit=0"),  # errors too
+        (image.path, ""),
+        (f"/images/{stack.api.sale.sale_id}/999.svg", ""),
+        ("/healthz", ""),
+        ("/readyz", ""),
+        ("/metrics", ""),
+        ("/openapi.json", ""),
+        ("/", ""),
+        ("/static/status.css", ""),
+        ("/static/status.js", ""),
+        ("/static/nothing.css", ""),
+    ]
+    for path, query in targets:
+        got = client.simulate_get(path, query_string=query)
+        head = client.simulate_head(path, query_string=query)
+        assert head.status_code == got.status_code, path
+        assert head.content == b"" and got.content, path
+        ignored = _PER_ANSWER | ({"content-length"} if path == "/metrics" else set())
+        same = {k: v for k, v in got.headers.items() if k not in ignored}
+        assert {k: v for k, v in head.headers.items() if k not in ignored} == same, path
+        assert int(head.headers["content-length"]) > 0, path
+        if path != "/metrics":  # it counts the GET just made
+            assert int(head.headers["content-length"]) == len(got.content), path
+
+
 def test_health_and_readiness(stack: Stack) -> None:
     health = stack.api.get("/healthz")
     assert health.status_code == 200 and health.json["status"] == "ok"

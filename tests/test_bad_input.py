@@ -77,34 +77,68 @@ def still_healthy(base: str) -> None:
     assert requests.get(f"{base}/healthz", timeout=10).status_code == 200
 
 
+def documented(base: str, method: str, path: str, status: int, body: bytes) -> None:
+    """The answer is one /openapi.json (as the server serves it) gives that operation."""
+    paths = requests.get(f"{base}/openapi.json", timeout=10).json()["paths"]
+    response = paths[path][method.lower()]["responses"].get(str(status))
+    assert response is not None, f"{method} {path}: {status} is not in the document"
+    code = json.loads(body)["error"]["code"]
+    assert code in response["description"].split(" / "), (method, path, status, code)
+    assert response["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Error"
+    }
+
+
 # --- limits of the HTTP parser (gunicorn) ------------------------------------------------------
 
+# Where the parser's refusals land, by route: any operation can hear them.
+PARSER_TARGETS = [
+    ("POST", "/checkout", b"/checkout?user_id=u1&id="),
+    ("POST", "/purchase", b"/purchase?code="),
+    ("GET", "/sale/items", b"/sale/items?cursor="),
+    ("GET", "/healthz", b"/healthz?pad="),
+]
 
-def test_oversized_request_line_is_refused_by_the_parser(server):
+
+@pytest.mark.parametrize("method,path,target", PARSER_TARGETS, ids=lambda v: str(v)[:12])
+def test_oversized_request_line_is_414_as_documented(server, method, path, target):
     base, _ = server
-    target = b"/checkout?user_id=" + b"u" * gunicorn_conf.limit_request_line + b"&id=1"
-    status, headers, body = raw(base, request(target))
-    assert status in (400, 414)
+    target += b"u" * gunicorn_conf.limit_request_line
+    status, headers, body = raw(base, request(target, method=method.encode()))
+    assert status == 414
     contract_error(headers, body, "invalid_request")
+    documented(base, method, path, status, body)
     still_healthy(base)
 
 
-def test_huge_header_is_refused(server):
+@pytest.mark.parametrize("method,path,target", PARSER_TARGETS, ids=lambda v: str(v)[:12])
+def test_oversized_headers_are_431_as_documented(server, method, path, target):
     base, _ = server
     huge = b"X-Junk: " + b"j" * (gunicorn_conf.limit_request_field_size + 10)
-    status, headers, body = raw(base, request(b"/checkout?user_id=u1&id=1", huge))
-    assert status in (400, 431)
-    contract_error(headers, body, "invalid_request")
-    still_healthy(base)
-
-
-def test_too_many_headers_are_refused(server):
-    base, _ = server
     many = [b"X-H%d: v" % n for n in range(gunicorn_conf.limit_request_fields + 5)]
-    status, headers, body = raw(base, request(b"/checkout?user_id=u1&id=1", *many))
-    assert status in (400, 431)
-    contract_error(headers, body, "invalid_request")
+    for extra in ([huge], many):
+        status, headers, body = raw(base, request(target + b"1", *extra, method=method.encode()))
+        assert status == 431
+        contract_error(headers, body, "invalid_request")
+        documented(base, method, path, status, body)
     still_healthy(base)
+
+
+@pytest.mark.parametrize(
+    "sent,status",
+    [
+        (b"POST /checkout?user_id=u1&id=1 HTTP/1.1\r\nBad Header\r\n\r\n", 400),
+        (request(b"/checkout?user_id=u1&id=1", b"Expect: 200-ok"), 417),
+        (request(b"/checkout?user_id=u1&id=1", b"Transfer-Encoding: br, chunked"), 501),
+    ],
+    ids=["not http", "expect", "transfer coding"],
+)
+def test_what_gunicorn_cannot_parse_or_honour_is_refused_as_documented(server, sent, status):
+    base, _ = server
+    got, headers, body = raw(base, sent)
+    assert got == status
+    contract_error(headers, body, "invalid_request")
+    documented(base, "POST", "/checkout", status, body)
 
 
 def test_garbage_instead_of_http_is_refused(server):
@@ -201,6 +235,35 @@ def test_malformed_purchases_and_pages_are_400(server, target):
     status, headers, body = raw(base, request(target, method=method))
     assert status == 400, body
     contract_error(headers, body, "invalid_request")
+
+
+def test_digits_outside_ascii_are_4xx_through_gunicorn(server):
+    """Percent-encoded as a client sends them: a superscript two, Arabic-Indic ten."""
+    base, env = server
+    sale_id = query(env, "SELECT sale_id FROM sales")[0][0].encode()
+    for digits in (b"%C2%B2", b"%D9%A1%D9%A0"):
+        for target in (
+            b"/sale/items?limit=" + digits,
+            b"/sale/items?cursor=" + sale_id + b":" + digits,
+        ):
+            status, headers, body = raw(base, request(target, method=b"GET"))
+            assert status == 400, (target, body)
+            contract_error(headers, body, "invalid_request")
+        status, headers, body = raw(
+            base, request(b"/images/" + sale_id + b"/" + digits + b".svg", method=b"GET")
+        )
+        assert status == 404, body
+        contract_error(headers, body, "item_not_found")
+
+
+def test_head_through_gunicorn_has_the_gets_headers_and_no_body(server):
+    base, _ = server
+    for path in (b"/sale/status", b"/healthz", b"/openapi.json", b"/"):
+        got_status, got_headers, got_body = raw(base, request(path, method=b"GET"))
+        status, headers, body = raw(base, request(path, method=b"HEAD"))
+        assert (status, body) == (got_status, b""), path
+        assert headers["content-length"] == got_headers["content-length"] == str(len(got_body))
+        assert headers["content-type"] == got_headers["content-type"]
 
 
 @pytest.mark.parametrize(

@@ -45,7 +45,7 @@ def _as_json_schema(node: Any) -> Any:
 
 @cache
 def _document(waiting_room: bool = False) -> dict[str, Any]:
-    return copy.deepcopy(document(waiting_room))
+    return copy.deepcopy(document(waiting_room=waiting_room))
 
 
 @cache
@@ -97,7 +97,8 @@ def check_response(app: falcon.App, method: str, path: str, result: falcon.testi
         # Unknown route or unsupported method: not an operation, but still the error shape.
         assert result.status_code in (404, 405), (method, path, result.status_code)
         assert media == "application/json"
-        _validator(ERROR_SCHEMA).validate(result.json)
+        if method.upper() != "HEAD":
+            _validator(ERROR_SCHEMA).validate(result.json)
         return
     status = str(result.status_code)
     if result.status_code == 500:
@@ -110,6 +111,11 @@ def check_response(app: falcon.App, method: str, path: str, result: falcon.testi
             assert value is not None, f"{method} {path} {status}: no {name} header"
         if value is not None and header["schema"].get("type") == "integer":
             assert value.isdigit() and int(value) >= header["schema"].get("minimum", 0), value
+    if method.upper() == "HEAD":
+        # The GET's status and headers, no body: the document says so by giving no content.
+        assert "content" not in response, f"HEAD {path} {status} documents a body"
+        assert result.content == b"", f"HEAD {path} answered a body"
+        return
     content = response.get("content", {})
     assert media in content, f"{method} {path} {status}: {media} not documented ({list(content)})"
     if media != "application/json":
@@ -208,6 +214,48 @@ def test_parameters_of_the_contract_are_documented(client: falcon.testing.TestCl
     assert params("/sale/items", "get") == {"limit": False, "cursor": False}
 
 
+def test_the_http_layers_refusals_are_on_every_operation(client: falcon.testing.TestClient) -> None:
+    """gunicorn answers an oversized request line 414, oversized headers 431, bytes that are
+    not HTTP 400, an Expect it cannot meet 417 and an unknown transfer coding 501, before any
+    route is known: every operation can hear them."""
+    paths = client.simulate_get("/openapi.json").json["paths"]
+    operations = [op for item in paths.values() for m, op in item.items() if m in HTTP_METHODS]
+    assert len(operations) >= 16  # every GET has its HEAD
+    for operation in operations:
+        for status in ("400", "414", "417", "431", "501"):
+            response = operation["responses"][status]
+            assert "invalid_request" in response["description"].split(" / ")
+            if operation["operationId"].endswith("Head"):
+                continue
+            schema = response["content"]["application/json"]["schema"]
+            assert schema == ERROR_SCHEMA, operation["operationId"]
+
+
+@pytest.mark.parametrize("auth", ["off", "header", "jwt"])
+def test_identity_is_documented_for_each_mode(auth: str) -> None:
+    served = document(auth, "X-Gateway-User")
+    validate_openapi(served)
+    schemes = served["components"]["securitySchemes"]
+    assert schemes["jwt"] == {**schemes["jwt"], "type": "http", "scheme": "bearer"}
+    assert schemes["header"]["in"] == "header" and schemes["header"]["name"] == "X-Gateway-User"
+    checkout = served["paths"]["/checkout"]["post"]
+    purchase = served["paths"]["/purchase"]["post"]
+    (user_id,) = [p for p in checkout["parameters"] if p["name"] == "user_id"]
+    # Optional exactly when identity is on, and the description says what then holds.
+    assert user_id["required"] is (auth == "off")
+    for operation in (checkout, purchase):
+        assert operation.get("security") == (None if auth == "off" else [{auth: []}])
+        assert operation["responses"]["401"]["description"] == "unauthenticated"
+        assert "forbidden" in operation["responses"]["403"]["description"].split(" / ")
+        challenge = operation["responses"]["401"]["headers"]["WWW-Authenticate"]
+        assert challenge["required"] is (auth == "jwt")
+    if auth != "off":
+        assert "must be the identity" in user_id["description"]
+    # Reads and probes need no identity.
+    for path in ("/sale/status", "/sale/items", "/healthz", "/readyz"):
+        assert "security" not in served["paths"][path]["get"]
+
+
 def test_check_response_can_fail(client: falcon.testing.TestClient) -> None:
     """The checker is not a rubber stamp: a body missing a field, a code answered under the
     wrong operation, and an undocumented status are all caught."""
@@ -264,4 +312,7 @@ def test_responses_of_every_endpoint_match(client: falcon.testing.TestClient, ke
     call("GET", f"/images/{page['sale_id']}/999999.svg")
     for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/nowhere"):
         call("GET", path)
+        call("HEAD", path)
+    call("HEAD", "/sale/items", "limit=0")
+    call("HEAD", image)
     call("DELETE", "/checkout")

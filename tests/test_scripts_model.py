@@ -97,10 +97,12 @@ class SaleModel:
         self.codes[fresh] = (item, user, expires)
         return CheckoutAnswer("ok", fresh, expires, 0, self.sale_id)
 
-    def purchase(self, code: str, now: int) -> PurchaseAnswer:
+    def purchase(self, code: str, now: int, requester: str = "") -> PurchaseAnswer:
         if code not in self.codes:
             return PurchaseAnswer("code_not_found")
         item, user, _ = self.codes[code]
+        if requester and requester != user:  # identity on: only the holder, expired or not
+            return PurchaseAnswer("forbidden")
         held = self.items[item]
         if held is not None and held.kind == "S" and held.code == code:
             if code in self.pending:  # a retry that may commit it: the stamp moves on
@@ -223,8 +225,9 @@ class ScriptsMachine(RuleBasedStateMachine):
         self.attempts += 1
         return expected.code if expected.outcome == "ok" else multiple()
 
-    @rule(code=codes)
-    def purchase(self, code: str) -> None:
+    @rule(code=codes, requester=st.sampled_from(("", "", *USERS)))
+    def purchase(self, code: str, requester: str) -> None:
+        """`requester` "": identity off; else the authenticated user."""
         got = self.inventory.purchase(
             self.sale_id,
             code,
@@ -233,8 +236,9 @@ class ScriptsMachine(RuleBasedStateMachine):
             ip_rate=0,
             client_ip="",
             deadline_ms=no_deadline(),
+            requester=requester,
         )
-        assert got == self.model.purchase(code, self.now)
+        assert got == self.model.purchase(code, self.now, requester)
 
     @rule(token=st.sampled_from(["A" * 22, "never-issued"]))
     def purchase_unknown(self, token: str) -> None:

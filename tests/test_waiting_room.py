@@ -432,7 +432,8 @@ def test_openapi_document_with_the_room_on(harness: Harness) -> None:
     validate_openapi(served)
     assert served == document(waiting_room=True)
     documented = {
-        path: {m for m in item if m in ("get", "post")} for path, item in served["paths"].items()
+        path: {m for m in item if m in ("get", "head", "post")}
+        for path, item in served["paths"].items()
     }
     assert documented == app_routes(api.app)
     assert {"/queue", "/queue/{ticket}"} <= set(documented)

@@ -203,8 +203,11 @@ def _sweep_forever(interval: float, max_batches: int) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     """Replace this process with gunicorn, so it receives the container's signals directly."""
+    from flashsale.web.identity import identity_reader
+
     settings = _settings()
     settings.require_stores()
+    identity_reader(settings)  # a FLASHSALE_JWT_KEY it cannot use: said here, not by each worker
     env = dict(os.environ)
     env.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="flashsale-metrics-"))
     argv = [

@@ -30,6 +30,8 @@ ERRORS: dict[str, tuple[int, str]] = {
 
 _TOKEN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _CODE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+# At most 18 digits: every such number is exact in an int64 and in the text it came from.
+_COUNT = re.compile(r"[0-9]{1,18}")
 
 
 class SaleError(Exception):
@@ -52,6 +54,15 @@ def valid_code(value: object) -> bool:
     return isinstance(value, str) and _CODE.fullmatch(value) is not None
 
 
+def parse_count(value: object) -> int | None:
+    """The one reading of a non-negative integer a client sent (a page size, a cursor's
+    position, an item id in a path): ASCII digits only, else None. Not `str.isdigit()` and
+    `int()`: they take a superscript two (then int() raises) and Arabic-Indic digits."""
+    if isinstance(value, str) and _COUNT.fullmatch(value):
+        return int(value)
+    return None
+
+
 def printable(value: object, limit: int = 256) -> str | None:
     """What we keep of a raw parameter: text PostgreSQL accepts, bounded in size."""
     if value is None:
@@ -64,7 +75,7 @@ def printable(value: object, limit: int = 256) -> str | None:
 
 # --- periods and sale ids ------------------------------------------------------------------
 
-_SALE_ID = re.compile(r"(\d{8}T\d{6}Z)-(\d+)")
+_SALE_ID = re.compile(r"([0-9]{8}T[0-9]{6}Z)-([0-9]+)")
 
 
 def period_start(at: float, period: int) -> int:
@@ -87,14 +98,15 @@ def sale_id_at(at: float, period: int) -> str:
 def sale_window(sale_id: str) -> tuple[int, int] | None:
     """(starts_at, ends_at) in epoch seconds, derived from the id; None if it is not a sale id."""
     match = _SALE_ID.fullmatch(sale_id)
-    if match is None:
+    period = None if match is None else parse_count(match[2])
+    if match is None or period is None:
         return None
     try:
         start = datetime.strptime(match[1], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     except ValueError:  # the shape of an id, not a date (month 13, day 32, ...)
         return None
     begin = int(start.timestamp())
-    return begin, begin + int(match[2])
+    return begin, begin + period
 
 
 # --- checkout codes ------------------------------------------------------------------------

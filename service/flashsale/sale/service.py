@@ -69,6 +69,7 @@ class SaleService:
         self.waiting_room = WaitingRoom(
             settings, inventory, clock=None if clock is time.time else clock
         )
+        self._identity_on = settings.auth != "off"
 
     # --- time -------------------------------------------------------------------------------
 
@@ -121,8 +122,10 @@ class SaleService:
         # The attempt's name, before any store decides it: whichever way its row is written
         # (the outbox, or straight into PostgreSQL), it is one row.
         attempt = domain.new_attempt_key()
-        if not domain.valid_token(user_id) or not domain.valid_token(item_id):
-            bad = "user_id" if not domain.valid_token(user_id) else "id"
+        # With identity on, a missing user_id is the identity's (checked just below).
+        user_ok = domain.valid_token(user_id) or (user_id is None and self._identity_on)
+        if not user_ok or not domain.valid_token(item_id):
+            bad = "user_id" if not user_ok else "id"
             self._record_elsewhere(sale_id, attempt, "invalid_request", now, user_id, item_id)
             raise SaleError(
                 "invalid_request", f"`{bad}` must be 1-64 characters of A-Z a-z 0-9 _ . -"
@@ -173,8 +176,16 @@ class SaleService:
         raise SaleError(answer.outcome, retry_after=retry_after)
 
     def _identify(self, user_id: Any, caller: Caller) -> Any:
-        """The user a request acts for (FLASHSALE_AUTH): `unauthenticated` or `forbidden`."""
-        return user_id
+        """The user a request acts for (FLASHSALE_AUTH): `unauthenticated` or `forbidden`.
+        With identity off, the user_id as given; on, the identity, which user_id must equal
+        when it is given."""
+        if not self._identity_on:
+            return user_id
+        if caller.unauthenticated or caller.user is None:
+            raise SaleError("unauthenticated")
+        if user_id is not None and user_id != caller.user:
+            raise SaleError("forbidden", "`user_id` is not the user this request identifies")
+        return caller.user
 
     def _check_pass(self, user_id: str, sale_id: str, caller: Caller, now: int) -> None:
         """With the waiting room on, a checkout needs a pass for this user and sale:
@@ -269,7 +280,8 @@ class SaleService:
     def join_queue(self, user_id: Any, caller: Caller = ANONYMOUS) -> QueueTicket:
         """POST /queue: a checkout's checks, in its order, then the queue taking joins now."""
         now = self.now_ms()
-        if not domain.valid_token(user_id):
+        # With identity on, a missing user_id is the identity's, as for a checkout.
+        if not (domain.valid_token(user_id) or (user_id is None and self._identity_on)):
             raise SaleError(
                 "invalid_request", "`user_id` must be 1-64 characters of A-Z a-z 0-9 _ . -"
             )
@@ -306,6 +318,7 @@ class SaleService:
     def _purchase(self, code: Any, caller: Caller) -> Purchase:
         if not domain.valid_code(code):
             raise SaleError("invalid_request", "`code` must be a checkout code")
+        requester = self._identify(None, caller) or ""  # "": anyone holding the code may buy
         self._check_load()
         sale_id = domain.sale_of_code(code)
         if sale_id is None:
@@ -320,6 +333,7 @@ class SaleService:
                 ip_rate=self.settings.rate_per_ip if caller.address else 0,
                 client_ip=caller.address,
                 deadline_ms=self._deadline_ms(),
+                requester=requester,
             )
         except InventoryError as error:
             log.warning("redis unreachable during purchase: %s", error)
@@ -328,10 +342,10 @@ class SaleService:
             raise SaleError("unavailable")
         if answer.kind == "sale_missing":
             self.admit(caller)  # a code naming a sale Redis does not hold costs PostgreSQL
-            return self._purchase_from_records(code, sale_id, now)
+            return self._purchase_from_records(code, sale_id, now, requester)
         if answer.kind == "rate_limited":
             raise SaleError(answer.kind, retry_after=_seconds(answer.retry_ms))
-        if answer.kind in ("code_not_found", "code_expired"):
+        if answer.kind in ("forbidden", "code_not_found", "code_expired"):
             raise SaleError(answer.kind)
         purchase = Purchase(sale_id, answer.item_id, answer.user_id, code, answer.at_ms)
         # The request that sold it holds its stamp: only it may revert it, and only untouched.
@@ -380,17 +394,23 @@ class SaleService:
         except InventoryError as error:
             log.warning("revert of %s left to the sweeper: %s", code, error)
 
-    def _purchase_from_records(self, code: str, sale_id: str, now: int) -> Purchase:
-        """Redis no longer holds the sale: PostgreSQL answers for it."""
+    def _purchase_from_records(self, code: str, sale_id: str, now: int, requester: str) -> Purchase:
+        """Redis no longer holds the sale: PostgreSQL answers for it (`requester` as for
+        purchase.lua: when set, only the code's holder hears about it)."""
         try:
             stored = self.database.purchase_by_code(code)
             if stored is not None:
+                if requester and stored.user_id != requester:
+                    raise SaleError("forbidden")
                 return stored
             sale = self.database.get_sale(sale_id)
             if sale is not None and now < sale.ends_ms:
                 # The live sale is missing from Redis: it is being restored. Not the client's fault.
                 raise SaleError("unavailable")
-            if self.database.code_was_issued(code):
+            holder = self.database.code_holder(code)
+            if holder is not None and requester and holder != requester:
+                raise SaleError("forbidden")
+            if holder is not None:
                 raise SaleError("code_expired")
         except DatabaseError:
             raise SaleError("unavailable") from None
@@ -467,9 +487,9 @@ class SaleService:
         start = 1
         if cursor:
             owner, _, position = cursor.rpartition(":")
-            if owner != sale.sale_id or not position.isdigit() or int(position) < 1:
-                raise SaleError("invalid_request", "`cursor` does not belong to the current sale")
-            start = int(position)
+            start = domain.parse_count(position) if owner == sale.sale_id else None
+            if start is None or not 1 <= start <= sale.total_items:
+                raise SaleError("invalid_request", "`cursor` is not a cursor of the current sale")
         self._check_load()
         if not spent:
             self.admit(caller)
@@ -485,7 +505,13 @@ class SaleService:
         """An item's picture; a sale only PostgreSQL can tell about costs an address token."""
         self._check_load()
         sale = self._lookup(sale_id, caller)[0] if domain.sale_window(sale_id) else None
-        if sale is None or not item_id.isdigit() or not 1 <= int(item_id) <= sale.total_items:
+        position = domain.parse_count(item_id)
+        if (
+            sale is None
+            or position is None
+            or not 1 <= position <= sale.total_items
+            or catalog.item_id_at(position) != item_id  # "007" is not item "7"
+        ):
             raise SaleError("item_not_found")
         return catalog.render_svg(sale.seed, item_id)
 

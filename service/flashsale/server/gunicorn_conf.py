@@ -97,7 +97,8 @@ def child_exit(server, worker) -> None:
 def _json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     """gunicorn's refusals (a request line or headers past the limits, bytes that are not HTTP)
     in the contract's error shape instead of its HTML page."""
-    code = "internal_error" if status_int >= 500 else "invalid_request"
+    # 501: a transfer coding gunicorn does not know, the client's doing like the other refusals.
+    code = "internal_error" if status_int >= 500 and status_int != 501 else "invalid_request"
     body = orjson.dumps(error_body(code, f"{reason}: {mesg}"))
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"

@@ -453,10 +453,12 @@ class Database:
             )
             return {code: (item, user) for code, item, user in cur.fetchall()}
 
-    def code_was_issued(self, code: str) -> bool:
+    def code_holder(self, code: str) -> str | None:
+        """The user a checkout issued this code to; None if no checkout did."""
         with self.cursor() as cur:
             cur.execute(
-                "SELECT 1 FROM checkout_attempts WHERE code = %s AND outcome = 'ok' LIMIT 1",
+                "SELECT user_id FROM checkout_attempts WHERE code = %s AND outcome = 'ok' LIMIT 1",
                 (code,),
             )
-            return cur.fetchone() is not None
+            row = cur.fetchone()
+        return None if row is None else row[0]

@@ -139,6 +139,14 @@ class StatusPage:
         resp.data = self._html
 
 
+def _answer_head(resource: object) -> None:
+    """HEAD on every GET route: the GET responder runs, and Falcon sends its status and headers
+    (Content-Length included) without the body."""
+    on_get = getattr(resource, "on_get", None)
+    if on_get is not None and not hasattr(resource, "on_head"):
+        resource.on_head = on_get  # type: ignore[attr-defined]
+
+
 def create_app(service: SaleService) -> falcon.App:
     """The WSGI app of one worker: every route, the error shape, timing and the access log."""
     settings = service.settings
@@ -158,18 +166,24 @@ def create_app(service: SaleService) -> falcon.App:
         queue_length=service.queue_length if settings.waiting_room else None,
     )
 
-    app.add_route("/checkout", resources.Checkout(service, callers))
-    app.add_route("/purchase", resources.Purchase(service, callers))
+    routes = {
+        "/checkout": resources.Checkout(service, callers),
+        "/purchase": resources.Purchase(service, callers),
+        "/sale/status": resources.SaleStatus(service, callers),
+        "/sale/items": resources.SaleItems(service, callers),
+        "/images/{sale_id}/{item_id}.svg": resources.ItemImage(service, callers),
+        "/healthz": resources.Health(),
+        "/readyz": resources.Ready(service),
+        "/metrics": resources.Metrics(lambda: render(collector, settings.metrics_dir)),
+        "/openapi.json": resources.OpenAPI(settings),
+    }
     if settings.waiting_room:
-        app.add_route("/queue", resources.QueueJoin(service, callers))
-        app.add_route("/queue/{ticket}", resources.QueueLook(service, callers))
-    app.add_route("/sale/status", resources.SaleStatus(service, callers))
-    app.add_route("/sale/items", resources.SaleItems(service, callers))
-    app.add_route("/images/{sale_id}/{item_id}.svg", resources.ItemImage(service, callers))
-    app.add_route("/healthz", resources.Health())
-    app.add_route("/readyz", resources.Ready(service))
-    app.add_route("/metrics", resources.Metrics(lambda: render(collector, settings.metrics_dir)))
-    app.add_route("/openapi.json", resources.OpenAPI(settings.waiting_room))
+        routes["/queue"] = resources.QueueJoin(service, callers)
+        routes["/queue/{ticket}"] = resources.QueueLook(service, callers)
+    for template, resource in routes.items():
+        _answer_head(resource)
+        app.add_route(template, resource)
+    # These two answer HEAD themselves: StatusPage, and Falcon's static route (any method).
     app.add_sink(StatusPage(), re.compile(r"/\Z"))
     app.add_static_route("/static", str(STATIC_DIR))
 

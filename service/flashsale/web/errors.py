@@ -35,6 +35,9 @@ def handle_sale_error(
     retry_after = error.retry_after or (1 if error.code == "unavailable" else None)
     if retry_after:
         resp.set_header("Retry-After", str(retry_after))
+    challenge = getattr(req.context, "challenge", None)  # FLASHSALE_AUTH=jwt (web.callers)
+    if challenge and error.code == "unauthenticated":
+        resp.set_header("WWW-Authenticate", challenge)
 
 
 def serialize_http_error(

@@ -20,6 +20,13 @@ _RETRY_AFTER = {
 }
 
 
+# Statuses the HTTP layer answers before the API sees a request, on any operation: gunicorn's
+# refusals of a request line (414) or headers (431) past its limits, of bytes that are not HTTP
+# (400), of an `Expect` other than 100-continue (417) and of a transfer coding it does not know
+# (501), in the error shape (server/gunicorn_conf.py).
+_HTTP_LAYER_STATUSES = ("400", "414", "417", "431", "501")
+
+
 def _error(*codes: str, status: str = "") -> dict[str, Any]:
     response: dict[str, Any] = {
         "description": " / ".join(codes),
@@ -161,25 +168,88 @@ def _waiting_room(timestamp: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
     return paths, schema
 
 
-def document(waiting_room: bool = False) -> dict[str, Any]:
-    """The document of the app as configured: the waiting room's routes only when it is on."""
+def _security_schemes(auth_header: str) -> dict[str, Any]:
+    """Identity (FLASHSALE_AUTH): how a request names its user, by mode."""
+    return {
+        "jwt": {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "FLASHSALE_AUTH=jwt: the token's `sub` is the user. HS256, RS256 or"
+            " ES256 by the configured key; `exp` required; `aud`, `iss` checked when configured.",
+        },
+        "header": {
+            "type": "apiKey",
+            "in": "header",
+            "name": auth_header,
+            "description": "FLASHSALE_AUTH=header: the user, as the gateway in front"
+            " authenticated it (the gateway removes this header from what clients send).",
+        },
+    }
+
+
+def _complete(paths: dict[str, Any], auth: str) -> None:
+    """What every operation shares: the HTTP layer's statuses, the 401's challenge, and HEAD
+    beside every GET (the same answers without a body)."""
+    challenge = {
+        "WWW-Authenticate": {
+            "description": "RFC 6750 Bearer challenge (FLASHSALE_AUTH=jwt).",
+            "required": auth == "jwt",
+            "schema": {"type": "string"},
+        }
+    }
+    for item in paths.values():
+        for operation in item.values():
+            responses = operation["responses"]
+            for status in _HTTP_LAYER_STATUSES:
+                responses.setdefault(status, _error("invalid_request", status=status))
+            if "401" in responses:
+                responses["401"]["headers"] = challenge
+        get = item.get("get")
+        if get is not None:
+            item["head"] = {
+                **get,
+                "summary": f"{get['summary']} (status and headers only)",
+                "operationId": f"{get['operationId']}Head",
+                "responses": {
+                    status: {k: v for k, v in response.items() if k != "content"}
+                    for status, response in get["responses"].items()
+                },
+            }
+
+
+def document(
+    auth: str = "off", auth_header: str = "X-User-Id", waiting_room: bool = False
+) -> dict[str, Any]:
+    """The document of a service run with this FLASHSALE_AUTH (and FLASHSALE_AUTH_HEADER), with
+    the waiting room's routes only when it is on."""
     timestamp = {"type": "string", "format": "date-time"}
+    identity_on = auth != "off"
     queue_paths, queue_schema = _waiting_room(timestamp) if waiting_room else ({}, None)
     pass_header = [_PASS_HEADER] if waiting_room else []
-    return {
+    # With identity on, checkout and purchase need it (the mode's scheme) and user_id is optional.
+    identified = {"security": [{auth: []}]} if identity_on else {}
+    user_text = "who checks out" + (
+        "; may be left out, and when given must be the identity (else 403 forbidden)"
+        if identity_on
+        else ""
+    )
+    doc: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {
             "title": "flashsale",
             "version": "1",
-            "description": "Exactly N items every period; never oversold.",
+            "description": "Exactly N items every period; never oversold."
+            f" Identity (FLASHSALE_AUTH): {auth}.",
         },
         "paths": {
             "/checkout": {
                 "post": {
                     "summary": "Reserve an item of the current sale for a user",
                     "operationId": "checkout",
+                    **identified,
                     "parameters": [
-                        _query("user_id", _TOKEN, True, "who checks out"),
+                        _query("user_id", _TOKEN, not identity_on, user_text),
                         _query("id", _TOKEN, True, "an item id of the current sale"),
                         *pass_header,
                     ],
@@ -188,8 +258,10 @@ def document(waiting_room: bool = False) -> dict[str, Any]:
             },
             "/purchase": {
                 "post": {
-                    "summary": "Buy the item a checkout code reserves",
+                    "summary": "Buy the item a checkout code reserves (with identity on, only"
+                    " its holder may)",
                     "operationId": "purchase",
+                    **identified,
                     "parameters": [
                         _query(
                             "code",
@@ -304,6 +376,7 @@ def document(waiting_room: bool = False) -> dict[str, Any]:
             },
         },
         "components": {
+            "securitySchemes": _security_schemes(auth_header),
             "schemas": {
                 "Error": {
                     "type": "object",
@@ -390,6 +463,8 @@ def document(waiting_room: bool = False) -> dict[str, Any]:
                 },
                 "Health": {"type": "object", "properties": {"status": {"type": "string"}}},
                 **({"QueueTicket": queue_schema} if queue_schema else {}),
-            }
+            },
         },
     }
+    _complete(doc["paths"], auth)
+    return doc

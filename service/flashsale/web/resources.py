@@ -8,7 +8,8 @@ from typing import Any
 import falcon
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from flashsale.domain import SaleError
+from flashsale.config import Settings
+from flashsale.domain import SaleError, parse_count
 from flashsale.sale.service import SaleService
 from flashsale.web.callers import Callers
 from flashsale.web.openapi import document
@@ -70,7 +71,7 @@ class SaleStatus:
         self._callers = callers
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = self._service.status(self._callers(req))
+        resp.media = self._service.status(self._callers(req, identify=False))
 
 
 class SaleItems:
@@ -79,21 +80,21 @@ class SaleItems:
     def __init__(self, service: SaleService, callers: Callers):
         self._service = service
         self._callers = callers
+        # FLASHSALE_PUBLIC_URL, else each request's own scheme and host.
+        self._public_url = service.settings.public_url
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         raw_limit = _param(req, "limit")
-        if raw_limit is None:
-            limit = self.DEFAULT_LIMIT
-        elif isinstance(raw_limit, str) and raw_limit.isdigit() and 1 <= int(raw_limit) <= 1000:
-            limit = int(raw_limit)
-        else:
+        limit = self.DEFAULT_LIMIT if raw_limit is None else parse_count(raw_limit)
+        if limit is None or not 1 <= limit <= 1000:
             raise SaleError("invalid_request", "`limit` must be an integer from 1 to 1000")
         cursor = _param(req, "cursor")
         if cursor is not None and not isinstance(cursor, str):
             raise SaleError("invalid_request", "`cursor` may be given once")
-        page = self._service.items_page(limit, cursor or None, self._callers(req))
+        page = self._service.items_page(limit, cursor or None, self._callers(req, identify=False))
+        base = self._public_url or req.prefix
         for item in page["items"]:
-            item["image_url"] = req.prefix + item["image_url"]
+            item["image_url"] = base + item["image_url"]
         resp.media = page
 
 
@@ -137,8 +138,8 @@ class Metrics:
 
 
 class OpenAPI:
-    def __init__(self, waiting_room: bool = False) -> None:
-        self._document = document(waiting_room)
+    def __init__(self, settings: Settings) -> None:
+        self._document = document(settings.auth, settings.auth_header, settings.waiting_room)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = self._document

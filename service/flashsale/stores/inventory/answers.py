@@ -18,8 +18,9 @@ class CheckoutAnswer(NamedTuple):
 
 class PurchaseAnswer(NamedTuple):
     """purchase.lua's decision: `kind` is sold (now; `at_ms` is also its pending stamp), repeat
-    (sold before under this code), sale_missing (Redis does not hold the sale), rate_limited,
-    code_not_found, code_expired, or late (run after the caller's deadline: nothing done)."""
+    (sold before under this code), sale_missing (Redis does not hold the sale), forbidden (held
+    by another user than the requester), rate_limited, code_not_found, code_expired, or late
+    (run after the caller's deadline: nothing done)."""
 
     kind: str
     item_id: str = ""

@@ -437,34 +437,70 @@ class Inventory:
         ip_rate: float,
         client_ip: str,
         deadline_ms: int,
+        requester: str = "",
     ) -> PurchaseAnswer:
         """Turn the code's reservation into a sale, pending until PostgreSQL has it, unless
-        Redis's clock is past `deadline_ms` when it runs (answer `late`)."""
+        Redis's clock is past `deadline_ms` when it runs (answer `late`). With a `requester`
+        (identity on), only the code's holder may: `forbidden` for anyone else."""
         ip_rate = ip_rate if client_ip else 0
         layout = self._sharded(sale_id)
         if layout is None:
             keys = keys_for(sale_id)
             answer = self._purchase_script(
-                keys, code, now_ms, user_rate, ip_rate, client_ip, deadline_ms, user_here=True
+                keys,
+                code,
+                now_ms,
+                user_rate,
+                ip_rate,
+                client_ip,
+                deadline_ms,
+                requester,
+                user_here=True,
             )
             if answer.kind != "sharded":
                 return answer
             layout = self.layout(sale_id)
+        return self._purchase_sharded(
+            layout, code, now_ms, user_rate, ip_rate, client_ip, deadline_ms, requester
+        )
+
+    def _purchase_sharded(
+        self,
+        layout: SaleLayout,
+        code: str,
+        now_ms: int,
+        user_rate: float,
+        ip_rate: float,
+        client_ip: str,
+        deadline_ms: int,
+        requester: str,
+    ) -> PurchaseAnswer:
+        """A purchase of a sharded sale: the code's claim first (its user, whether it is the
+        requester's), the address's bucket on its own shard, then one script when the user lives
+        on the item's shard, else the user's step (raise to bought), then the item's."""
         shards = _code_shards(code)
-        if shards is None or max(shards) >= layout.k:
-            wait = self._take_address_token(layout, client_ip, ip_rate, now_ms) if ip_rate else 0
+        claim = None
+        if shards is not None and max(shards) < layout.k:
+            item_keys = layout.shards[shards[0]]
+            claim = self._execute("HGET", item_keys.codes, code)
+            if claim is None and not self._execute("EXISTS", item_keys.meta):
+                return PurchaseAnswer("sale_missing")  # its node lost the shard
+        wait = self._take_address_token(layout, client_ip, ip_rate, now_ms) if ip_rate else 0
+        if claim is None or shards is None:
             return (
                 PurchaseAnswer("rate_limited", retry_ms=wait)
                 if wait
                 else PurchaseAnswer("code_not_found")
             )
+        item_id, user_id = claim.split(" ")[:2]
+        if layout.user_shard(user_id) != shards[1]:
+            return PurchaseAnswer("code_not_found")  # a made-up code
+        if requester and requester != user_id:
+            return PurchaseAnswer("forbidden")  # before any rate limit, as the table says
+        if wait:
+            return PurchaseAnswer("rate_limited", retry_ms=wait)
         item_shard, user_shard = shards
         item_keys = layout.shards[item_shard]
-        if ip_rate:
-            wait = self._take_address_token(layout, client_ip, ip_rate, now_ms)
-            if wait:
-                return PurchaseAnswer("rate_limited", retry_ms=wait)
-            ip_rate = 0
         if item_shard == user_shard:
             return self._purchase_script(
                 item_keys,
@@ -474,16 +510,10 @@ class Inventory:
                 0,
                 client_ip,
                 deadline_ms,
+                requester,
                 user_here=True,
                 heard=(layout, item_shard),
             )
-        claim = self._execute("HGET", item_keys.codes, code)
-        if claim is None:
-            lost = not self._execute("EXISTS", item_keys.meta)  # its node lost the shard
-            return PurchaseAnswer("sale_missing" if lost else "code_not_found")
-        item_id, user_id, _ = claim.split(" ")[:3]
-        if layout.user_shard(user_id) != user_shard:
-            return PurchaseAnswer("code_not_found")  # a made-up code
         user_keys = layout.shards[user_shard]
         step, before = self._eval(
             "purchase_user",
@@ -507,6 +537,7 @@ class Inventory:
             0,
             client_ip,
             deadline_ms,
+            requester,
             user_here=False,
             heard=(layout, item_shard),
         )
@@ -525,6 +556,7 @@ class Inventory:
         ip_rate: float,
         client_ip: str,
         deadline_ms: int,
+        requester: str,
         *,
         user_here: bool,
         heard: tuple[SaleLayout, int] | None = None,
@@ -549,6 +581,7 @@ class Inventory:
                 keys.user_prefix if user_here else "",
                 keys.user_bucket_prefix if user_here else "",
                 deadline_ms,
+                requester,
             ],
         )
         kind = answer[0]

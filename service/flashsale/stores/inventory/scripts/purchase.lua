@@ -22,6 +22,7 @@ local ip_rate       = tonumber(ARGV[4])  -- requests per second per client addre
 local user_prefix   = ARGV[5]            -- "<sale prefix>user:"  + user_id -> zset of the user
 local bucket_prefix = ARGV[6]            -- "<sale prefix>bucket:u:" + user_id -> token bucket
 local deadline      = ARGV[7]            -- ms: past it by Redis's clock the caller gave up
+local requester     = ARGV[8]            -- the authenticated user; "" when identity is off
 
 if deadline_passed(deadline) then
   return {'late'}
@@ -45,6 +46,12 @@ if not claim then
   return {'code_not_found'}
 end
 local item_id, user_id = parse_claim(claim)
+if requester ~= '' and requester ~= user_id then
+  -- Someone else's code, expired or not: forbidden comes before rate_limited in the table. The
+  -- address's bucket is spent like any request's; the holder's own bucket is left alone.
+  take_token(ip_bucket, ip_rate, now)
+  return {'forbidden'}
+end
 
 local wait = 0
 if bucket_prefix ~= '' then
