@@ -155,6 +155,8 @@ def create_app(service: SaleService) -> falcon.App:
         app.add_route("/queue/{ticket}", resources.QueueLook(service, callers))
     app.add_route("/sale/status", resources.SaleStatus(service, callers))
     app.add_route("/sale/items", resources.SaleItems(service, callers))
+    app.add_route("/sale/stock", resources.SaleStock(service, callers))
+    app.add_route("/sale/history", resources.SaleHistory(service, callers))
     app.add_route("/images/{sale_id}/{item_id}.svg", resources.ItemImage(service, callers))
     app.add_route("/healthz", resources.Health())
     app.add_route("/readyz", resources.Ready(service))

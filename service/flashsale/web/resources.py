@@ -73,28 +73,52 @@ class SaleStatus:
         resp.media = self._service.status(self._callers(req))
 
 
-class SaleItems:
-    DEFAULT_LIMIT = 100
+def _page_params(req: falcon.Request, default_limit: int = 100) -> tuple[int, str | None]:
+    """`limit` (1..1000) and `cursor` of a paged read (the item pages and their stock)."""
+    raw_limit = _param(req, "limit")
+    if raw_limit is None:
+        limit = default_limit
+    elif isinstance(raw_limit, str) and raw_limit.isdigit() and 1 <= int(raw_limit) <= 1000:
+        limit = int(raw_limit)
+    else:
+        raise SaleError("invalid_request", "`limit` must be an integer from 1 to 1000")
+    cursor = _param(req, "cursor")
+    if cursor is not None and not isinstance(cursor, str):
+        raise SaleError("invalid_request", "`cursor` may be given once")
+    return limit, cursor or None
 
+
+class SaleItems:
     def __init__(self, service: SaleService, callers: Callers):
         self._service = service
         self._callers = callers
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        raw_limit = _param(req, "limit")
-        if raw_limit is None:
-            limit = self.DEFAULT_LIMIT
-        elif isinstance(raw_limit, str) and raw_limit.isdigit() and 1 <= int(raw_limit) <= 1000:
-            limit = int(raw_limit)
-        else:
-            raise SaleError("invalid_request", "`limit` must be an integer from 1 to 1000")
-        cursor = _param(req, "cursor")
-        if cursor is not None and not isinstance(cursor, str):
-            raise SaleError("invalid_request", "`cursor` may be given once")
-        page = self._service.items_page(limit, cursor or None, self._callers(req))
+        limit, cursor = _page_params(req)
+        page = self._service.items_page(limit, cursor, self._callers(req))
         for item in page["items"]:
             item["image_url"] = req.prefix + item["image_url"]
         resp.media = page
+
+
+class SaleStock:
+    def __init__(self, service: SaleService, callers: Callers):
+        self._service = service
+        self._callers = callers
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        limit, cursor = _page_params(req)
+        resp.media = self._service.stock(limit, cursor, self._callers(req))
+
+
+class SaleHistory:
+    def __init__(self, service: SaleService, callers: Callers):
+        self._service = service
+        self._callers = callers
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = self._service.history(self._callers(req))
+        resp.cache_control = ["public", "max-age=1"]
 
 
 class ItemImage:
