@@ -13,16 +13,12 @@ import pytest
 from flashsale.domain import rfc3339
 from flashsale.sale import board
 from flashsale.stores.inventory.codec import history_bucket, history_bucket_ms
+from tests import test_api_contract as contract
 from tests.support import Clock, flush_redis, no_deadline
-from tests.test_api_contract import (  # noqa: F401 - the fixtures are used by name
-    Harness,
-    Stack,
-    assert_error,
-    harness,
-    layout_env,
-    retry_after,
-    stack,
-)
+from tests.test_api_contract import Harness, Stack, assert_error, retry_after
+
+# The contract tests' fixtures: each test runs on one tag, three shards, and a Cluster.
+layout_env, harness, stack = contract.layout_env, contract.harness, contract.stack
 
 # A period of 360 s has buckets of one second.
 PERIOD = 360
@@ -49,7 +45,9 @@ def history(stack: Stack) -> dict:
     ("period", "bucket_seconds"),
     [(2, 1), (60, 1), (360, 1), (361, 2), (720, 2), (1000, 3), (3600, 10), (86400, 240)],
 )
-def test_a_period_has_at_most_360_buckets_of_whole_seconds(period: int, bucket_seconds: int) -> None:
+def test_a_period_has_at_most_360_buckets_of_whole_seconds(
+    period: int, bucket_seconds: int
+) -> None:
     starts = 1_800_000_000_000
     size = history_bucket_ms(starts, starts + period * 1000)
     assert size == bucket_seconds * 1000
@@ -119,7 +117,7 @@ def test_history_takes_back_a_purchase_undone(short: Stack, clock: Clock) -> Non
         sold_at[code] = answer.at_ms
         clock.advance(1)
     assert inventory.sold_history(sale_id) == {0: 1, 1: 1, 2: 1}
-    first, second, third = sold_at
+    first, second, _ = sold_at
     assert inventory.revert(sale_id, first, sold_at[first])
     assert inventory.release(sale_id, second)
     assert inventory.sold_history(sale_id) == {0: 0, 1: 0, 2: 1}
