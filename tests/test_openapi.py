@@ -206,6 +206,7 @@ def test_parameters_of_the_contract_are_documented(client: falcon.testing.TestCl
     assert params("/checkout", "post") == {"user_id": True, "id": True}
     assert params("/purchase", "post") == {"code": True}
     assert params("/sale/items", "get") == {"limit": False, "cursor": False}
+    assert params("/sale/stock", "get") == {"limit": False, "cursor": False}
 
 
 def test_check_response_can_fail(client: falcon.testing.TestClient) -> None:

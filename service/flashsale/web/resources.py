@@ -73,11 +73,11 @@ class SaleStatus:
         resp.media = self._service.status(self._callers(req))
 
 
-def _page_params(req: falcon.Request, default_limit: int = 100) -> tuple[int, str | None]:
-    """`limit` (1..1000) and `cursor` of a paged read (the item pages and their stock)."""
+def _page_params(req: falcon.Request) -> tuple[int, str | None]:
+    """`limit` (1..1000, default 100) and `cursor` of a paged read (the items, their stock)."""
     raw_limit = _param(req, "limit")
     if raw_limit is None:
-        limit = default_limit
+        limit = 100
     elif isinstance(raw_limit, str) and raw_limit.isdigit() and 1 <= int(raw_limit) <= 1000:
         limit = int(raw_limit)
     else:
