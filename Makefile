@@ -17,10 +17,16 @@ extras.run          :=
 extras.run-embedded := [embedded]
 extras.test         := [test,embedded]
 
-.PHONY: dev test test-deps venv lint
+DEMO_ARGS ?= --users 500 --duration 60
+
+.PHONY: dev demo test test-deps venv lint
 
 dev: $(VENV)/.installed-$(DEV_SET)
 	$(VENV)/bin/flashsale dev
+
+# A crowd of shoppers at the service `make dev` runs (in another terminal): see the README.
+demo: $(VENV)/.installed-$(DEV_SET)
+	$(VENV)/bin/flashsale crowd $(DEMO_ARGS)
 
 # The system's programs first (scripts/test-deps.sh: it may install python3-venv), then .venv.
 test: test-deps

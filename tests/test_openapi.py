@@ -212,6 +212,7 @@ def test_parameters_of_the_contract_are_documented(client: falcon.testing.TestCl
     assert params("/checkout", "post") == {"user_id": True, "id": True}
     assert params("/purchase", "post") == {"code": True}
     assert params("/sale/items", "get") == {"limit": False, "cursor": False}
+    assert params("/sale/stock", "get") == {"limit": False, "cursor": False}
 
 
 def test_the_http_layers_refusals_are_on_every_operation(client: falcon.testing.TestClient) -> None:

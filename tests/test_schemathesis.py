@@ -125,14 +125,20 @@ def _conforms(base: str, mode: GenerationMode, labels: set[str]) -> None:
             assert mode is GenerationMode.NEGATIVE, operation.label
             continue
         exercised.add(operation.label)
-    with_parameters = {"POST /checkout", "POST /purchase", "GET /sale/items", "POST /queue"}
+    with_parameters = {
+        "POST /checkout",
+        "POST /purchase",
+        "GET /sale/items",
+        "GET /sale/stock",
+        "POST /queue",
+    }
     assert with_parameters & labels <= exercised
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_api_conforms_to_its_openapi_document(served: str, mode: GenerationMode) -> None:
     labels = {operation.label for operation in _operations(served)}
-    assert {"POST /checkout", "POST /purchase", "GET /sale/items"} <= labels, labels
+    assert {"POST /checkout", "POST /purchase", "GET /sale/items", "GET /sale/history"} <= labels
     _conforms(served, mode, labels)
 
 

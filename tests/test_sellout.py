@@ -112,6 +112,10 @@ def shopper(
                     tally.abandoned.append(code)
                     continue
                 bought = http.post(f"{base}/purchase", params={"code": code}, timeout=30)
+                while outcome_of(bought) == "overloaded":  # shed at once: try again shortly
+                    tally.purchase_outcomes["overloaded"] += 1
+                    time.sleep(0.05)
+                    bought = http.post(f"{base}/purchase", params={"code": code}, timeout=30)
                 tally.purchase_outcomes[outcome_of(bought)] += 1
                 if bought.status_code == 200:
                     tally.purchases[code] = bought.json()
@@ -129,6 +133,8 @@ def shopper(
                 time.sleep(0.2)  # an abandoned checkout of ours has to expire first
             elif outcome == "item_unavailable":
                 time.sleep(0.02)
+            elif outcome == "overloaded":
+                time.sleep(0.05)  # more in flight than a worker answers in time: shed at once
             else:
                 tally.unexpected.append(f"checkout: {response.status_code} {response.text}")
     return tally

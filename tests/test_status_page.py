@@ -1,6 +1,8 @@
 """The status page at `/`, in a real headless browser against a running `flashsale serve`: it shows
-the current sale, the stock figures follow purchases and reservations, the countdown to the next
-sale runs, and the items show with their images.
+the current sale, the stock figures follow purchases and reservations, the burn-down starts at
+the sale's opening (also for what was sold before the page opened), the countdown to the next
+sale runs, the items show with their images, marked sold or reserved, and a sold-out sale says
+SOLD OUT.
 
 Debian's chromium and chromium-driver (apt) drive it through selenium (the test extra). Without
 them the test skips on a developer's machine and FAILS in CI (CI is set), so CI never passes by
@@ -10,6 +12,7 @@ page at the end.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -99,6 +102,19 @@ def buy(session: requests.Session, base: str, user: str, item: int, pay: bool = 
         assert purchase.status_code == 200, purchase.text
 
 
+def item_states(driver) -> dict[str, str]:
+    """item id -> the state the grid marks it with."""
+    return driver.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('#item-list li')]"
+        ".map(li => [li.dataset.itemId, li.dataset.state]))"
+    )
+
+
+def burndown(driver) -> dict[str, str]:
+    """What the burn-down drew: its first point's time and the sold count of each point."""
+    return driver.execute_script("return {...document.getElementById('burndown').dataset}")
+
+
 def test_status_page_follows_the_sale(browser, service_env: dict[str, str], tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -107,6 +123,10 @@ def test_status_page_follows_the_sale(browser, service_env: dict[str, str], tmp_
     flashsale("open-sale", env=env)
     with serving(env, tmp_path, workers=2) as (base, _proc), requests.Session() as session:
         status = session.get(f"{base}/sale/status").json()
+        # Sold and reserved before the page opens: the page shows them from the sale's opening.
+        for item in (1, 2, 3):
+            buy(session, base, "early", item)
+        buy(session, base, "early-holder", 4, pay=False)
         browser.get(f"{base}/")
         assert browser.title == "flashsale status"
         shows(
@@ -114,12 +134,23 @@ def test_status_page_follows_the_sale(browser, service_env: dict[str, str], tmp_
             **{
                 "sale-id": status["sale_id"],
                 "total": "50",
-                "sold": "0",
-                "reserved": "0",
-                "remaining": "50",
+                "sold": "3",
+                "reserved": "1",
+                "remaining": "47",
                 "connection": "live",
             },
         )
+        assert not browser.find_element(By.ID, "sold-out").is_displayed()
+
+        # The burn-down starts at the sale's opening with nothing sold, not when the page opened
+        # with what was sold by then, and reaches what was sold.
+        WebDriverWait(browser, WAIT).until(lambda d: burndown(d).get("from"))
+        drawn = burndown(browser)
+        assert (drawn["saleId"], drawn["from"]) == (status["sale_id"], status["starts_at"])
+        sold_points = json.loads(drawn["sold"])
+        assert sold_points[0] == 0 and sold_points[-1] == 3, sold_points
+        remaining = browser.find_element(By.ID, "burndown-remaining").get_attribute("points")
+        assert len(remaining.split()) == len(sold_points)
 
         # The countdown runs towards ends_at (the next sale opens when this one ends).
         ends = datetime.fromisoformat(status["ends_at"].replace("Z", "+00:00")).timestamp()
@@ -130,10 +161,17 @@ def test_status_page_follows_the_sale(browser, service_env: dict[str, str], tmp_
         assert abs(countdown_seconds(first) - (ends - time.time())) < 5
         WebDriverWait(browser, WAIT).until(lambda d: text(d, "countdown") != first)
 
-        # The items, with their images actually loaded from the service.
+        # The items, with their images actually loaded from the service, marked as they stand.
         WebDriverWait(browser, WAIT).until(
-            lambda d: len(d.find_elements(By.CSS_SELECTOR, "#item-list li")) == 24
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, "#item-list li")) == 50
         )
+        assert text(browser, "items-count") == "(ALL 50)"  # the heading is in capitals
+        WebDriverWait(browser, WAIT).until(lambda d: item_states(d)["4"] == "reserved")
+        states = item_states(browser)
+        assert [states[str(n)] for n in (1, 2, 3, 4, 5)] == ["sold"] * 3 + ["reserved", "available"]
+        assert set(states.values()) == {"sold", "reserved", "available"}
+        sold_mark = browser.find_element(By.CSS_SELECTOR, '#item-list li[data-item-id="1"] .state')
+        assert sold_mark.text == "SOLD" and sold_mark.is_displayed()
         images = browser.find_elements(By.CSS_SELECTOR, "#item-list img")
         first_item = session.get(f"{base}/sale/items", params={"limit": 1}).json()["items"][0]
         assert images[0].get_attribute("src") == first_item["image_url"]
@@ -146,16 +184,20 @@ def test_status_page_follows_the_sale(browser, service_env: dict[str, str], tmp_
         )
 
         # Purchases and reservations move the numbers (in rounds, so the burn-down has a shape).
-        sold = reserved = 0
+        sold, reserved = 3, 1
         for round_ in range(3):
             for _ in range(4):
                 sold += 1
-                buy(session, base, f"buyer{round_}", 1 + sold)
+                buy(session, base, f"buyer{round_}", 2 + sold)
             reserved += 1
             buy(session, base, f"holder{round_}", 40 + reserved, pay=False)
             shows(browser, sold=str(sold), reserved=str(reserved), remaining=str(50 - sold))
         after = session.get(f"{base}/sale/status").json()
         assert (after["items_sold"], after["items_reserved"]) == (sold, reserved)
+        # The grid and the burn-down follow.
+        WebDriverWait(browser, WAIT).until(lambda d: item_states(d)[str(2 + sold)] == "sold")
+        assert item_states(browser)["43"] == "reserved"
+        WebDriverWait(browser, WAIT).until(lambda d: json.loads(burndown(d)["sold"])[-1] == sold)
         # The bar follows too: sold is sold/total of its width.
         width = browser.execute_script("return document.getElementById('bar-sold').style.width")
         assert float(width.rstrip("%")) == pytest.approx(100 * sold / 50)
@@ -209,5 +251,34 @@ def test_status_page_joins_the_waiting_room(
         assert checkout.status_code == 200, checkout.text
         refused = session.post(f"{base}/checkout", params={"user_id": "visitor", "id": "2"})
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "not_admitted"
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors
+
+
+def test_status_page_says_sold_out(browser, service_env: dict[str, str], tmp_path: Path) -> None:
+    """Every item sold: the page says SOLD OUT, every item is marked sold, and the burn-down
+    reaches zero remaining. One item short of it, it does not."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    env = {**service_env, "FLASHSALE_ITEMS": "8", "FLASHSALE_USER_LIMIT": "10"}
+    flashsale("open-sale", env=env)
+    with serving(env, tmp_path, workers=1) as (base, _proc), requests.Session() as session:
+        for item in range(1, 8):
+            buy(session, base, "collector", item)
+        browser.get(f"{base}/")
+        shows(browser, sold="7", remaining="1", connection="live")
+        WebDriverWait(browser, WAIT).until(lambda d: item_states(d).get("7") == "sold")
+        assert item_states(browser)["8"] == "available"
+        assert not browser.find_element(By.ID, "sold-out").is_displayed()
+
+        buy(session, base, "last-buyer", 8)
+        shows(browser, sold="8", remaining="0")
+        banner = browser.find_element(By.ID, "sold-out")
+        WebDriverWait(browser, WAIT).until(lambda d: banner.is_displayed())
+        assert banner.text == "SOLD OUT"
+        assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-sold-out") == "yes"
+        WebDriverWait(browser, WAIT).until(lambda d: set(item_states(d).values()) == {"sold"})
+        WebDriverWait(browser, WAIT).until(lambda d: json.loads(burndown(d)["sold"])[-1] == 8)
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert not errors, errors

@@ -39,6 +39,23 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p = sub.add_parser("audit", help="compare Redis with PostgreSQL for a sale")
     p.add_argument("--sale", help="sale id (default: the current or most recent sale)")
+    p = sub.add_parser(
+        "crowd", help="a demo crowd of shoppers at a running service (default: `flashsale dev`)"
+    )
+    p.add_argument("--users", type=int, default=500, help="shoppers (default 500)")
+    p.add_argument(
+        "--duration", type=float, default=60.0, metavar="SECONDS", help="how long (default 60)"
+    )
+    p.add_argument("--url", help="the service (default http://127.0.0.1:PORT, PORT from the env)")
+    p.add_argument(
+        "--abandon",
+        type=float,
+        default=0.3,
+        metavar="P",
+        help="share of reservations never bought (default 0.3)",
+    )
+    p.add_argument("--limit", type=int, default=10, help="items per user at most (default 10)")
+    p.add_argument("--connections", type=int, default=32, help="connections (default 32)")
     from flashsale import kube
 
     kube.register(sub)

@@ -222,6 +222,16 @@ def serve(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def crowd(args: argparse.Namespace) -> int:
+    from flashsale.dev.crowd import CrowdOptions, run_crowd
+
+    url = args.url or f"http://127.0.0.1:{Settings.from_env().port}"
+    options = CrowdOptions(
+        url, args.users, args.duration, args.abandon, args.limit, args.connections
+    )
+    return run_crowd(options)
+
+
 def dev(args: argparse.Namespace) -> int:
     from flashsale.config import dev_pass_key
     from flashsale.dev.run import run_dev

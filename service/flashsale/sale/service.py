@@ -18,6 +18,7 @@ from flashsale import catalog, domain
 from flashsale.config import Settings
 from flashsale.domain import ANONYMOUS, Caller, Purchase, Reservation, Sale, SaleError, printable
 from flashsale.metrics import CHECKOUTS, PURCHASES
+from flashsale.sale.board import Board
 from flashsale.sale.load import Load
 from flashsale.sale.waiting_room import QueueTicket, WaitingRoom
 from flashsale.stores.inventory import Inventory, InventoryError, SaleFigures
@@ -70,6 +71,7 @@ class SaleService:
             settings, inventory, clock=None if clock is time.time else clock
         )
         self._identity_on = settings.auth != "off"
+        self.board = Board(inventory)
 
     # --- time -------------------------------------------------------------------------------
 
@@ -500,6 +502,19 @@ class SaleService:
         ]
         next_cursor = f"{sale.sale_id}:{stop}" if stop <= sale.total_items else None
         return {"sale_id": sale.sale_id, "items": items, "next_cursor": next_cursor}
+
+    def history(self, caller: Caller = ANONYMOUS) -> dict[str, Any]:
+        """GET /sale/history: the open sale's sold count since it opened (board.py)."""
+        self.admit(caller)
+        now = self.now_ms()
+        answer = self.board.history(self.current_sale_id(now), now, self.snapshot)
+        if answer is None:
+            raise SaleError("no_active_sale", retry_after=self.retry_after_no_sale(now))
+        return answer
+
+    def stock(self, limit: int, cursor: str | None, caller: Caller = ANONYMOUS) -> dict[str, Any]:
+        """GET /sale/stock: the state of each item of a page of /sale/items (board.py)."""
+        return self.board.stock(self.items_page(limit, cursor, caller), self.now_ms())
 
     def item_image(self, sale_id: str, item_id: str, caller: Caller = ANONYMOUS) -> str:
         """An item's picture; a sale only PostgreSQL can tell about costs an address token."""

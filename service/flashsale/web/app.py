@@ -171,6 +171,8 @@ def create_app(service: SaleService) -> falcon.App:
         "/purchase": resources.Purchase(service, callers),
         "/sale/status": resources.SaleStatus(service, callers),
         "/sale/items": resources.SaleItems(service, callers),
+        "/sale/stock": resources.SaleStock(service, callers),
+        "/sale/history": resources.SaleHistory(service, callers),
         "/images/{sale_id}/{item_id}.svg": resources.ItemImage(service, callers),
         "/healthz": resources.Health(),
         "/readyz": resources.Ready(service),

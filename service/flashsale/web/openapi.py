@@ -168,6 +168,105 @@ def _waiting_room(timestamp: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
     return paths, schema
 
 
+_PAGE_PARAMETERS = [
+    _query(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": 1000},
+        False,
+        "page size (default 100)",
+    ),
+    _query("cursor", {"type": "string"}, False, "next_cursor of the last page"),
+]
+
+
+def _board(timestamp: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The paths and schemas of the status page's reads: item states and the burn-down."""
+    paths = {
+        "/sale/stock": {
+            "get": {
+                "summary": "The state of each item of a page of /sale/items (same limit, cursor"
+                " and order): available, reserved or sold, now",
+                "operationId": "saleStock",
+                "parameters": _PAGE_PARAMETERS,
+                "responses": {
+                    "200": _ok("StockPage"),
+                    **_by_status(
+                        "invalid_request", "rate_limited", "no_active_sale", "unavailable"
+                    ),
+                },
+            }
+        },
+        "/sale/history": {
+            "get": {
+                "summary": "The current sale's sold count since it opened, by time bucket",
+                "operationId": "saleHistory",
+                "responses": {
+                    "200": {
+                        **_ok("SaleHistory"),
+                        "headers": {
+                            "Cache-Control": {
+                                "description": "public, max-age=1: the same answer for a second",
+                                "schema": {"type": "string"},
+                            }
+                        },
+                    },
+                    **_by_status("rate_limited", "no_active_sale", "unavailable"),
+                },
+            }
+        },
+    }
+    schemas = {
+        "StockPage": {
+            "type": "object",
+            "required": ["sale_id", "items", "next_cursor"],
+            "properties": {
+                "sale_id": {"type": "string"},
+                "items": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["id", "state"],
+                        "properties": {
+                            "id": {"type": "string"},
+                            "state": {"type": "string", "enum": ["available", "reserved", "sold"]},
+                        },
+                    },
+                },
+                "next_cursor": {"type": "string", "nullable": True},
+            },
+        },
+        "SaleHistory": {
+            "type": "object",
+            "required": [
+                "sale_id",
+                "starts_at",
+                "ends_at",
+                "total_items",
+                "bucket_seconds",
+                "sold",
+            ],
+            "properties": {
+                "sale_id": {"type": "string"},
+                "starts_at": timestamp,
+                "ends_at": timestamp,
+                "total_items": {"type": "integer"},
+                "bucket_seconds": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "the sale's period / 360, rounded up to whole seconds",
+                },
+                "sold": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 0},
+                    "description": "items sold from the opening to the end of each bucket, the"
+                    " first starting at starts_at; the last is the bucket of now, so far",
+                },
+            },
+        },
+    }
+    return paths, schemas
+
+
 def _security_schemes(auth_header: str) -> dict[str, Any]:
     """Identity (FLASHSALE_AUTH): how a request names its user, by mode."""
     return {
@@ -226,6 +325,7 @@ def document(
     timestamp = {"type": "string", "format": "date-time"}
     identity_on = auth != "off"
     queue_paths, queue_schema = _waiting_room(timestamp) if waiting_room else ({}, None)
+    board_paths, board_schemas = _board(timestamp)
     pass_header = [_PASS_HEADER] if waiting_room else []
     # With identity on, checkout and purchase need it (the mode's scheme) and user_id is optional.
     identified = {"security": [{auth: []}]} if identity_on else {}
@@ -288,15 +388,7 @@ def document(
                 "get": {
                     "summary": "Items of the current sale, a page at a time",
                     "operationId": "saleItems",
-                    "parameters": [
-                        _query(
-                            "limit",
-                            {"type": "integer", "minimum": 1, "maximum": 1000},
-                            False,
-                            "page size (default 100)",
-                        ),
-                        _query("cursor", {"type": "string"}, False, "next_cursor of the last page"),
-                    ],
+                    "parameters": _PAGE_PARAMETERS,
                     "responses": {
                         "200": _ok("ItemPage"),
                         **_by_status(
@@ -309,6 +401,7 @@ def document(
                     },
                 }
             },
+            **board_paths,
             "/images/{sale_id}/{item_id}.svg": {
                 "get": {
                     "summary": "An item's picture",
@@ -462,6 +555,7 @@ def document(
                     },
                 },
                 "Health": {"type": "object", "properties": {"status": {"type": "string"}}},
+                **board_schemas,
                 **({"QueueTicket": queue_schema} if queue_schema else {}),
             },
         },

@@ -74,9 +74,19 @@ class SaleStatus:
         resp.media = self._service.status(self._callers(req, identify=False))
 
 
-class SaleItems:
-    DEFAULT_LIMIT = 100
+def _page_params(req: falcon.Request) -> tuple[int, str | None]:
+    """`limit` (1..1000, default 100) and `cursor` of a paged read (the items, their stock)."""
+    raw_limit = _param(req, "limit")
+    limit = 100 if raw_limit is None else parse_count(raw_limit)
+    if limit is None or not 1 <= limit <= 1000:
+        raise SaleError("invalid_request", "`limit` must be an integer from 1 to 1000")
+    cursor = _param(req, "cursor")
+    if cursor is not None and not isinstance(cursor, str):
+        raise SaleError("invalid_request", "`cursor` may be given once")
+    return limit, cursor or None
 
+
+class SaleItems:
     def __init__(self, service: SaleService, callers: Callers):
         self._service = service
         self._callers = callers
@@ -84,18 +94,32 @@ class SaleItems:
         self._public_url = service.settings.public_url
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        raw_limit = _param(req, "limit")
-        limit = self.DEFAULT_LIMIT if raw_limit is None else parse_count(raw_limit)
-        if limit is None or not 1 <= limit <= 1000:
-            raise SaleError("invalid_request", "`limit` must be an integer from 1 to 1000")
-        cursor = _param(req, "cursor")
-        if cursor is not None and not isinstance(cursor, str):
-            raise SaleError("invalid_request", "`cursor` may be given once")
-        page = self._service.items_page(limit, cursor or None, self._callers(req, identify=False))
+        limit, cursor = _page_params(req)
+        page = self._service.items_page(limit, cursor, self._callers(req, identify=False))
         base = self._public_url or req.prefix
         for item in page["items"]:
             item["image_url"] = base + item["image_url"]
         resp.media = page
+
+
+class SaleStock:
+    def __init__(self, service: SaleService, callers: Callers):
+        self._service = service
+        self._callers = callers
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        limit, cursor = _page_params(req)
+        resp.media = self._service.stock(limit, cursor, self._callers(req, identify=False))
+
+
+class SaleHistory:
+    def __init__(self, service: SaleService, callers: Callers):
+        self._service = service
+        self._callers = callers
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = self._service.history(self._callers(req, identify=False))
+        resp.cache_control = ["public", "max-age=1"]
 
 
 class ItemImage:

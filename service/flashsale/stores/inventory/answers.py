@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
+
+# An item's state now, as GET /sale/stock tells it.
+ItemStock = Literal["available", "reserved", "sold"]
 
 
 class CheckoutAnswer(NamedTuple):

@@ -1,4 +1,5 @@
-"""The encoding of an item's state and of a code's claim in Redis, in Python.
+"""The encoding of an item's state, of a code's claim and of a sale's sold history in Redis, in
+Python.
 
 `scripts/item_state.lua` is the same encoding in Lua; the two are the only places that know it.
 """
@@ -52,3 +53,20 @@ class Claim(NamedTuple):
     def decode(cls, text: str) -> Claim:
         item_id, user_id, expires_ms, *again = text.split(" ")
         return cls(item_id, user_id, int(expires_ms), bool(again))
+
+
+# The sold history (GET /sale/history): the items sold in each bucket of the sale's period, a
+# hash of bucket number -> count per shard. About 360 buckets a period, so a whole sale is one
+# small hash (and one answer of a few kilobytes), fine enough to draw: whole seconds, at least 1.
+HISTORY_BUCKETS = 360
+
+
+def history_bucket_ms(starts_ms: int, ends_ms: int) -> int:
+    """The bucket size of a sale: its period / 360, rounded up to whole seconds, at least 1 s
+    (60 s: 1 s, an hour: 10 s), so a period has at most 360 buckets."""
+    return max(1, -(-(ends_ms - starts_ms) // (HISTORY_BUCKETS * 1000))) * 1000
+
+
+def history_bucket(starts_ms: int, ends_ms: int, at_ms: int) -> int:
+    """The bucket of an instant of the sale: 0 from the opening."""
+    return max(0, at_ms - starts_ms) // history_bucket_ms(starts_ms, ends_ms)

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from functools import cache
@@ -26,6 +27,7 @@ from redis.exceptions import LockError, NoScriptError, RedisError
 from flashsale.domain import Purchase, Sale
 from flashsale.stores.inventory.answers import (
     CheckoutAnswer,
+    ItemStock,
     OutboxEntry,
     PurchaseAnswer,
     QueueLength,
@@ -36,7 +38,7 @@ from flashsale.stores.inventory.answers import (
 )
 from flashsale.stores.inventory.batching import Batcher, under_gevent
 from flashsale.stores.inventory.cluster import LazyCluster, NodeBatchers, is_cluster, shard_tags
-from flashsale.stores.inventory.codec import RESERVED, SOLD, Claim, ItemState
+from flashsale.stores.inventory.codec import RESERVED, SOLD, Claim, ItemState, history_bucket
 from flashsale.stores.inventory.keys import OUTBOX_REGISTRY, SaleKeys, SaleLayout, keys_for
 
 # What a failing or absent Redis raises; callers turn it into 503 `unavailable`.
@@ -572,6 +574,7 @@ class Inventory:
                 keys.reserved,
                 keys.pending,
                 keys.ip_bucket(client_ip),
+                keys.history,
             ],
             [
                 code,
@@ -627,7 +630,7 @@ class Inventory:
         reverted = bool(
             self._eval(
                 "revert",
-                [keys.meta, keys.items, keys.codes, keys.reserved, keys.pending],
+                [keys.meta, keys.items, keys.codes, keys.reserved, keys.pending, keys.history],
                 [code, keys.user_prefix if user_here else "", stamp],
             )
         )
@@ -650,7 +653,7 @@ class Inventory:
         user_here = claim is None or layout.user_shard(claim.user_id) == layout.shards.index(keys)
         user_id = self._eval(
             "release",
-            [keys.meta, keys.items, keys.codes, keys.reserved, keys.pending],
+            [keys.meta, keys.items, keys.codes, keys.reserved, keys.pending, keys.history],
             [code, keys.user_prefix if user_here else ""],
         )
         if user_id and not user_here:
@@ -855,6 +858,40 @@ class Inventory:
             backlog + sum(int(row[6]) for row in rows),
         )
 
+    def sold_history(self, sale_id: str) -> dict[int, int]:
+        """Items sold in each bucket of the sale's period (codec.history_bucket), summed over its
+        shards: one HGETALL of a small hash per shard."""
+        sold: Counter[int] = Counter()
+        for keys in self.layout(sale_id).shards:
+            for bucket, count in self._client.hgetall(keys.history).items():
+                sold[int(bucket)] += int(count)
+        return dict(sold)
+
+    def stock(self, sale_id: str, item_ids: list[str], now_ms: int) -> dict[str, ItemStock] | None:
+        """Each item's state at `now_ms` (a reservation past its expiry is available again), one
+        HMGET per shard; None when Redis does not hold one of them (a sale being restored)."""
+        layout = self.layout(sale_id)
+        by_shard: dict[int, list[str]] = {}
+        for item_id in item_ids:
+            shard = layout.item_shard(item_id)
+            if shard is None:
+                return None
+            by_shard.setdefault(shard, []).append(item_id)
+        found: dict[str, ItemStock] = {}
+        for shard, ids in by_shard.items():
+            texts = self._client.hmget(layout.shards[shard].items, ids)
+            for item_id, text in zip(ids, texts, strict=True):
+                if text is None:
+                    return None
+                state = ItemState.decode(text)
+                if state.kind == SOLD:
+                    found[item_id] = "sold"
+                elif state.kind == RESERVED and state.at_ms > now_ms:
+                    found[item_id] = "reserved"
+                else:
+                    found[item_id] = "available"
+        return found
+
     def sale(self, sale_id: str) -> Sale | None:
         """The sale's fixed facts, or None if Redis does not hold it."""
         meta = self._client.hgetall(keys_for(sale_id).meta)
@@ -975,9 +1012,11 @@ class Inventory:
             for code, (item, user) in issued.items()
             if layout.item_shard(item) == shard
         }
+        history: Counter[int] = Counter()
         for p in mine:
             states[p.item_id] = ItemState(SOLD, p.purchased_ms, p.user_id, p.code).encode()
             codes[p.code] = Claim(p.item_id, p.user_id, p.purchased_ms).encode()
+            history[history_bucket(sale.starts_ms, sale.ends_ms, p.purchased_ms)] += 1
         # This shard's users: what they bought anywhere, and what other shards hold for them.
         holdings: dict[str, dict[str, float]] = {}
         for p in sold:
@@ -988,12 +1027,14 @@ class Inventory:
                 for item, until in items.items():
                     holdings.setdefault(user, {}).setdefault(item, until)
 
-        self._client.delete(keys.items_staging, keys.codes_staging)
+        self._client.delete(keys.items_staging, keys.codes_staging, keys.history_staging)
         pipe = self._client.pipeline(transaction=False)
         for batch in _chunks(list(states.items())):
             pipe.hset(keys.items_staging, mapping=dict(batch))
         for batch in _chunks(list(codes.items())):
             pipe.hset(keys.codes_staging, mapping=dict(batch))
+        if history:
+            pipe.hset(keys.history_staging, mapping=dict(history))
         for user, items in holdings.items():
             pipe.delete(keys.user(user))
             pipe.zadd(keys.user(user), items)
@@ -1022,6 +1063,8 @@ class Inventory:
                     keys.items_staging,
                     keys.codes_staging,
                     keys.reserved,
+                    keys.history,
+                    keys.history_staging,
                 ],
                 [expire_ms, *pairs],
             )

@@ -15,8 +15,9 @@ items by their number, users and client addresses by a hash of their name.
 | `fs:{T}:pending` | sorted set | codes sold in Redis but not yet confirmed in PostgreSQL |
 | `fs:{T}:raising` | sorted set | K > 1: purchases in flight whose item the user holds as bought |
 | `fs:{T}:outbox` | stream | checkout attempts on their way to PostgreSQL |
+| `fs:{T}:history` | hash | bucket of the sale's period -> items sold in it (codec.py) |
 | `fs:{T}:bucket:u:<user>`, `:bucket:ip:<addr>` | string | token buckets |
-| `fs:{T}:items:loading`, `:codes:loading` | hash | a sale being loaded, unpublished |
+| `fs:{T}:items:loading`, `:codes:loading`, `:history:loading` | hash | a sale being loaded |
 | `fs:{T}:lock:load`, `:lock:drain` | string | short locks of the loader and the drain |
 | `fs:{sale:ID}:queue` | hash | the waiting room's counters (queue.lua), on the home tag |
 | `fs:{sale:ID}:queue:users`, `:queue:tickets` | hash | user -> ticket; ticket -> its record |
@@ -49,8 +50,10 @@ class SaleKeys:
         self.pending = prefix + "pending"
         self.raising = prefix + "raising"
         self.outbox = prefix + "outbox"
+        self.history = prefix + "history"
         self.items_staging = prefix + "items:loading"
         self.codes_staging = prefix + "codes:loading"
+        self.history_staging = prefix + "history:loading"
         self.load_lock = prefix + "lock:load"
         self.drain_lock = prefix + "lock:drain"
         self.queue = prefix + "queue"

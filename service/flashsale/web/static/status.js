@@ -1,15 +1,17 @@
-// The status page: polls GET /sale/status every second and GET /sale/items once per sale, and
-// counts down to the next sale from `ends_at` (the next sale opens when the current one ends).
+// The status page: polls GET /sale/status and the state of the items shown (GET /sale/stock)
+// every second, GET /sale/items once per sale, and the sale's history (GET /sale/history) once per
+// bucket of it (at least every 2 s) for the burn-down since the opening (burndown.js); counts down
+// to the next sale from `ends_at` (the next sale opens when the current one ends).
 // Plain JavaScript, no build step. Every number shown comes from the JSON endpoints.
 (function () {
   "use strict";
 
   var POLL_MS = 1000;
-  var ITEMS_SHOWN = 24;
-  var HISTORY = 600; // burn-down points kept (10 minutes at one a second)
+  var ITEMS_SHOWN = 96;
 
   var $ = function (id) { return document.getElementById(id); };
-  var state = { saleId: null, endsAt: null, retryAt: null, history: [], itemsFor: null };
+  var state = { saleId: null, endsAt: null, retryAt: null, itemsFor: null, itemsShown: 0,
+                history: null, historyAt: 0, live: null };
 
   function fmtCountdown(ms) {
     if (ms < 0) ms = 0;
@@ -34,7 +36,8 @@
   function showStatus(s) {
     if (s.sale_id !== state.saleId) {
       state.saleId = s.sale_id;
-      state.history = [];
+      state.history = null;
+      state.historyAt = 0;
     }
     state.endsAt = Date.parse(s.ends_at);
     state.retryAt = null;
@@ -48,12 +51,15 @@
     var total = Math.max(1, s.total_items);
     $("bar-sold").style.width = (100 * s.items_sold / total) + "%";
     $("bar-reserved").style.width = (100 * s.items_reserved / total) + "%";
-    state.history.push({ t: Date.now(), sold: s.items_sold, reserved: s.items_reserved,
-                         total: s.total_items });
-    if (state.history.length > HISTORY) state.history.shift();
+    $("sold-out").hidden = s.remaining_items !== 0;
+    document.body.dataset.soldOut = s.remaining_items === 0 ? "yes" : "no";
+    state.live = { t: Date.now(), sold: s.items_sold };
     drawBurndown();
     tickCountdown();
     if (state.itemsFor !== s.sale_id) loadItems(s.sale_id);
+    else if (state.itemsShown) loadStock(s.sale_id);
+    var every = Math.max(2, state.history ? state.history.bucket_seconds : 0) * 1000;
+    if (Date.now() - state.historyAt >= every) loadHistory(s.sale_id);
   }
 
   function showNoSale(retryAfterSeconds) {
@@ -66,6 +72,10 @@
     });
     $("bar-sold").style.width = "0";
     $("bar-reserved").style.width = "0";
+    $("sold-out").hidden = true;
+    document.body.dataset.soldOut = "no";
+    state.history = null;
+    window.flashsaleBurndown.clear($("burndown"));
     tickCountdown();
   }
 
@@ -75,38 +85,47 @@
   }
 
   function drawBurndown() {
-    var canvas = $("burndown"), ctx = canvas.getContext("2d");
-    var w = canvas.width, h = canvas.height, pts = state.history;
-    ctx.clearRect(0, 0, w, h);
-    if (!pts.length) return;
-    var total = Math.max(1, pts[pts.length - 1].total);
-    var t0 = pts[0].t, t1 = Math.max(pts[pts.length - 1].t, t0 + 1);
-    var x = function (t) { return 4 + (w - 8) * (t - t0) / (t1 - t0); };
-    var y = function (v) { return h - 4 - (h - 8) * v / total; };
-    var css = getComputedStyle(document.documentElement);
-    function line(value, color) {
-      ctx.beginPath();
-      pts.forEach(function (p, i) {
-        var px = pts.length === 1 ? w - 4 : x(p.t), py = y(value(p));
-        if (i === 0) ctx.moveTo(px, py); else ctx.lineTo(px, py);
-      });
-      ctx.strokeStyle = color;
-      ctx.lineWidth = 2;
-      ctx.stroke();
+    if (state.history && state.history.sale_id === state.saleId) {
+      window.flashsaleBurndown.draw($("burndown"), state.history, state.live);
     }
-    ctx.strokeStyle = "#e3e6ea";
-    ctx.beginPath(); ctx.moveTo(0, y(0)); ctx.lineTo(w, y(0)); ctx.stroke();
-    ctx.fillStyle = "#6a7380";
-    ctx.font = "11px sans-serif";
-    ctx.fillText(String(total), 8, 16);
-    ctx.fillText("0", 8, h - 8);
-    line(function (p) { return p.total - p.sold - p.reserved; }, css.getPropertyValue("--available"));
-    line(function (p) { return p.sold; }, css.getPropertyValue("--sold"));
-    line(function (p) { return p.reserved; }, css.getPropertyValue("--reserved"));
+  }
+
+  function loadHistory(saleId) {
+    state.historyAt = Date.now();
+    fetch("sale/history")
+      .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
+      .then(function (history) {
+        if (history.sale_id !== saleId) return;
+        state.history = history;
+        $("bucket").textContent = history.bucket_seconds + " s";
+        drawBurndown();
+      })
+      .catch(function () { state.historyAt = 0; }); // retried on the next poll
+  }
+
+  // Each item shown marked available, reserved or sold, as the service has it now.
+  function loadStock(saleId) {
+    fetch("sale/stock?limit=" + state.itemsShown, { cache: "no-store" })
+      .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
+      .then(function (page) {
+        if (page.sale_id !== saleId) return;
+        var counts = { available: 0, reserved: 0, sold: 0 };
+        page.items.forEach(function (item) {
+          var li = document.querySelector('#item-list li[data-item-id="' + item.id + '"]');
+          if (!li) return;
+          li.dataset.state = item.state;
+          li.querySelector(".state").textContent = item.state === "available" ? "" : item.state;
+          counts[item.state] += 1;
+        });
+        $("items-states").textContent = counts.sold + " sold, " + counts.reserved +
+          " reserved, " + counts.available + " available";
+      })
+      .catch(function () {}); // asked again on the next poll
   }
 
   function loadItems(saleId) {
     state.itemsFor = saleId;
+    state.itemsShown = 0;
     fetch("sale/items?limit=" + ITEMS_SHOWN, { cache: "no-store" })
       .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
       .then(function (page) {
@@ -114,15 +133,25 @@
         list.textContent = "";
         page.items.forEach(function (item) {
           var li = document.createElement("li"), img = document.createElement("img");
+          var name = document.createElement("span"), mark = document.createElement("span");
           img.src = item.image_url;
           img.alt = item.name;
           img.loading = "lazy";
+          name.className = "name";
+          name.textContent = item.name;
+          mark.className = "state";
           li.appendChild(img);
-          li.appendChild(document.createTextNode(item.name));
+          li.appendChild(mark);
+          li.appendChild(name);
+          li.title = item.name;
           li.dataset.itemId = item.id;
+          li.dataset.state = "unknown";
           list.appendChild(li);
         });
-        $("items-count").textContent = "(first " + page.items.length + ")";
+        var more = page.next_cursor ? "first " : "all ";
+        $("items-count").textContent = "(" + more + page.items.length + ")";
+        state.itemsShown = page.items.length;
+        loadStock(saleId);
       })
       .catch(function () { state.itemsFor = null; }); // retried on the next poll
   }

@@ -12,6 +12,7 @@ local codes_key    = KEYS[3]  -- hash: code -> claim (item_state.lua)
 local reserved_key = KEYS[4]  -- zset: item_id scored by reservation expiry
 local pending_key  = KEYS[5]  -- zset: code -> stamp (ms sold, moved on by retries) until confirmed
 local ip_bucket    = KEYS[6]  -- string: token bucket of this client address
+local history_key  = KEYS[7]  -- hash: bucket -> items sold in it (item_state.lua)
 
 local code          = ARGV[1]
 local now           = tonumber(ARGV[2])  -- ms since the epoch
@@ -87,6 +88,7 @@ if user_prefix ~= '' then
 end
 local sold = redis.call('HINCRBY', meta_key, 'sold', 1)
 redis.call('ZADD', pending_key, now, code)
+count_sold(history_key, meta_key, now, 1)
 -- Whether this tag's items are now all sold: a sharded sale's pods keep that in mind.
 local sold_out = sold >= tonumber(redis.call('HGET', meta_key, 'total')) and 1 or 0
 return {'sold', item_id, user_id, now, sale_id, sold_out}

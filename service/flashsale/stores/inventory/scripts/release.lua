@@ -11,6 +11,7 @@ local items_key    = KEYS[2]  -- hash: item_id -> state (item_state.lua)
 local codes_key    = KEYS[3]  -- hash: code -> claim (item_state.lua)
 local reserved_key = KEYS[4]  -- zset: item_id scored by reservation expiry
 local pending_key  = KEYS[5]  -- zset: code -> stamp, until PostgreSQL has the purchase
+local history_key  = KEYS[6]  -- hash: bucket -> items sold in it (item_state.lua)
 
 local code        = ARGV[1]
 local user_prefix = ARGV[2]  -- "<sale prefix>user:" + user_id -> zset of the user (same slot);
@@ -20,7 +21,7 @@ local item_id, user_id, _, again = parse_claim(redis.call('HGET', codes_key, cod
 if not item_id then
   return 0
 end
-local kind, _, _, held_code = parse_state(redis.call('HGET', items_key, item_id))
+local kind, at, _, held_code = parse_state(redis.call('HGET', items_key, item_id))
 if held_code ~= code then
   return 0  -- expired and taken by someone else, or already released
 end
@@ -35,6 +36,7 @@ elseif kind == 'S' then
   end
   redis.call('ZREM', pending_key, code)
   redis.call('HINCRBY', meta_key, 'sold', -1)
+  count_sold(history_key, meta_key, at, -1)
   redis.call('HSET', codes_key, code, format_claim(item_id, user_id, 0))
 else
   return 0

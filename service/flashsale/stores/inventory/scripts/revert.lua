@@ -11,6 +11,7 @@ local items_key    = KEYS[2]  -- hash: item_id -> state (item_state.lua)
 local codes_key    = KEYS[3]  -- hash: code -> claim (item_state.lua)
 local reserved_key = KEYS[4]  -- zset: item_id scored by reservation expiry
 local pending_key  = KEYS[5]  -- zset: code -> stamp, until PostgreSQL has the purchase
+local history_key  = KEYS[6]  -- hash: bucket -> items sold in it (item_state.lua)
 
 local code        = ARGV[1]
 local user_prefix = ARGV[2]  -- "<sale prefix>user:" + user_id -> zset of the user (same slot);
@@ -23,7 +24,7 @@ if not held or tonumber(held) ~= tonumber(stamp) then
 end
 redis.call('ZREM', pending_key, code)
 local item_id, user_id, expires = parse_claim(redis.call('HGET', codes_key, code))
-local kind, _, _, held_code = parse_state(redis.call('HGET', items_key, item_id))
+local kind, sold_at, _, held_code = parse_state(redis.call('HGET', items_key, item_id))
 if kind ~= 'S' or held_code ~= code then
   return 0
 end
@@ -33,4 +34,5 @@ if user_prefix ~= '' then
   redis.call('ZADD', user_prefix .. user_id, expires, item_id)
 end
 redis.call('HINCRBY', meta_key, 'sold', -1)
+count_sold(history_key, meta_key, sold_at, -1)
 return 1
