@@ -35,7 +35,7 @@ from typing import Any
 import kit
 
 from flashsale.dev.servers import start_redis
-from flashsale.stores.inventory.gateway import _script_text
+from flashsale.stores.inventory.base import script_text
 
 ITEMS = 10_000
 PIPELINE = 25  # calls per round-trip, about what the Batcher carries under load
@@ -78,7 +78,7 @@ BUILD_UP = [
 
 def shipped_checkout() -> str:
     """checkout.lua as the service loads it: after the libraries it requires."""
-    return _script_text("checkout")
+    return script_text("checkout")
 
 
 def build_up() -> dict[str, str]:

@@ -21,7 +21,7 @@ from flashsale.config import Settings
 from flashsale.metrics import RECLAIMED
 from flashsale.sale.keeper import SaleKeeper
 from flashsale.sale.service import SaleService
-from flashsale.stores.inventory.gateway import _stream_id_after
+from flashsale.stores.inventory.base import stream_id_after
 from flashsale.stores.inventory.keys import keys_for
 from flashsale.web.app import create_app
 from flashsale.wiring import build_database, build_inventory
@@ -269,9 +269,9 @@ def test_sweep_is_bounded_per_run(keeper: SaleKeeper, clock: Clock, migrated_db:
 def test_the_drain_trims_to_the_next_stream_id() -> None:
     """The trim bound is the id right after the batch's last: the next sequence number, or the
     next millisecond after its last sequence number."""
-    assert _stream_id_after("1764038400000-0") == "1764038400000-1"
-    assert _stream_id_after("1764038400000-41") == "1764038400000-42"
-    assert _stream_id_after(f"1764038400000-{2**64 - 1}") == "1764038400001-0"
+    assert stream_id_after("1764038400000-0") == "1764038400000-1"
+    assert stream_id_after("1764038400000-41") == "1764038400000-42"
+    assert stream_id_after(f"1764038400000-{2**64 - 1}") == "1764038400001-0"
 
 
 def test_attempts_recorded_during_a_drain_stay_for_the_next(
