@@ -57,7 +57,8 @@ class RequestTiming:
     It runs on every request, so it is kept cheap: the histogram child is cached per (route,
     status); the line is built as one dict, serialized by orjson and written with a single
     `write(2)` (atomic for a line this short, so workers never interleave), without the logging
-    machinery. Lines of answers below 500 are `info`, 5xx are `error`, both filtered by the level.
+    machinery. Lines of answers below 500 and of shed requests (503 `overloaded`) are `info`, other
+    5xx are `error`, both filtered by the level.
     """
 
     def __init__(self, access_log: bool = True, level: str = "INFO") -> None:
@@ -96,10 +97,15 @@ class RequestTiming:
                 outcome = media["error"]["code"]
             except (TypeError, KeyError):
                 outcome = "error"
+        # A shed request is a decision, as a 429 is, not a failure: under a crowd there are
+        # thousands a second, and they are counted by flashsale_shed_total.
+        severe = status >= 500 and outcome != "overloaded"
+        if not severe and not self._log_info:
+            return
         line = orjson.dumps(
             {
                 "time": rfc3339(int(time.time() * 1000)),
-                "level": "error" if status >= 500 else "info",
+                "level": "error" if severe else "info",
                 "logger": "flashsale.access",
                 "message": "request",
                 "request_id": req.context.request_id,
