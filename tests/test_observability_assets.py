@@ -246,6 +246,25 @@ RULE_TESTS = [
             },
         ],
     },
+    {  # the same 503s, all of them shed: a decision, not an error (FlashsaleShedding's)
+        "interval": "15s",
+        "input_series": [
+            {
+                "series": f'flashsale_request_duration_seconds_count{{{SERIES}, route="/checkout", '
+                'status="200"}',
+                "values": "0+100x60",
+            },
+            {
+                "series": f'flashsale_request_duration_seconds_count{{{SERIES}, route="/checkout", '
+                'status="503"}',
+                "values": "0+10x60",
+            },
+            {"series": f'flashsale_shed_total{{{SERIES}, route="/checkout"}}', "values": "0+10x60"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "12m", "alertname": "FlashsaleHighErrorRatio", "exp_alerts": []},
+        ],
+    },
     {  # 10 of 110 requests per interval shed for 15 minutes; probes are not in the ratio
         "interval": "15s",
         "input_series": [
