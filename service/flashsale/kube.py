@@ -28,6 +28,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from flashsale.config import Settings
+
 PART_OF = "app.kubernetes.io/part-of=flashsale"
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 DEFAULT_RELEASE = "flashsale"
@@ -108,9 +110,10 @@ def connect(
     """In-cluster config inside a pod (unless --kubeconfig/--context are given), else kubeconfig."""
     from kubernetes import client, config
 
-    env = os.environ if environ is None else environ
-    namespace = args.namespace or env.get("FLASHSALE_NAMESPACE") or ""
-    release = args.release or env.get("FLASHSALE_RELEASE") or DEFAULT_RELEASE
+    env = os.environ if environ is None else environ  # the Kubernetes client's own variables
+    settings = Settings.from_env(dict(env))
+    namespace = args.namespace or settings.namespace
+    release = args.release or settings.release or DEFAULT_RELEASE
     in_cluster = (
         not args.kubeconfig and not args.context and bool(env.get("KUBERNETES_SERVICE_HOST"))
     )
