@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 
-# Every error the API can answer, in the contract's precedence order: where several apply,
+# Every error the API can answer, in precedence order (docs/api.md#errors): where several apply,
 # the earliest wins. The Lua scripts decide in the same order.
 ERRORS: dict[str, tuple[int, str]] = {
     "invalid_request": (400, "A parameter is missing or malformed."),
@@ -35,7 +35,8 @@ _COUNT = re.compile(r"[0-9]{1,18}")
 
 
 class SaleError(Exception):
-    """A decision the client must hear about, carried to the HTTP layer as the contract's error."""
+    """A decision the client must hear about, carried to the HTTP layer as an error of the
+    table."""
 
     def __init__(self, code: str, message: str | None = None, retry_after: int | None = None):
         self.code = code
@@ -153,7 +154,7 @@ def parse_rfc3339(text: str) -> float:
 
 @dataclass(frozen=True)
 class Caller:
-    """Who makes a request, as the HTTP layer saw it. The service applies the contract's rules to
+    """Who makes a request, as the HTTP layer saw it. The service applies the API's rules to
     it, in the error table's order (an unauthenticated caller is refused after a malformed
     parameter, before any rate limit)."""
 

@@ -5,7 +5,7 @@ A gevent worker serves every request it has read: with more in flight than it ca
 time, each one waits longer and none is answered sooner. Past `limit` requests in flight, one
 more is refused before it costs a store call, so the admitted ones keep their latency and the
 refused one hears at once when to come back. The HTTP layer counts the requests (enter/leave);
-the service asks `check()` where the contract puts `overloaded` among its refusals.
+the service asks `check()` where the error table puts `overloaded` among the refusals.
 
 Refusing is not free: reading a request and writing an answer is most of what any request
 costs a worker (docs/admission.md), so a crowd told to retry after a second would spend the

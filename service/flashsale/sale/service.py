@@ -1,7 +1,7 @@
 """The sale as the API sees it: checkout and purchase (the decisions run in Redis, the records
 land in PostgreSQL) and the reads.
 
-This layer knows the rules of the contract that span both stores (what to record when Redis
+This layer knows the rules of the API that span both stores (what to record when Redis
 is away, when a purchase may be acknowledged) and nothing about HTTP.
 """
 

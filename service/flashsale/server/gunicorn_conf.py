@@ -96,7 +96,7 @@ def child_exit(server, worker) -> None:
 
 def _json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     """gunicorn's refusals (a request line or headers past the limits, bytes that are not HTTP)
-    in the contract's error shape instead of its HTML page."""
+    in the API's error shape instead of its HTML page."""
     # 501: a transfer coding gunicorn does not know, the client's doing like the other refusals.
     code = "internal_error" if status_int >= 500 and status_int != 501 else "invalid_request"
     body = orjson.dumps(error_body(code, f"{reason}: {mesg}"))

@@ -1,5 +1,5 @@
-"""gunicorn's gevent worker with the connection rules of the contract: a deadline for request
-headers (FLASHSALE_HEADER_TIMEOUT), a cap of open connections per client address per pod
+"""gunicorn's gevent worker with the connection rules of docs/admission.md: a deadline for
+request headers (FLASHSALE_HEADER_TIMEOUT), a cap of open connections per client address per pod
 (FLASHSALE_MAX_CONN_PER_IP), and a probe port (FLASHSALE_PROBE_PORT) the cap never applies to.
 
 gunicorn's own worker reads every request, the first included, under one timeout: its

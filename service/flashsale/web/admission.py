@@ -1,5 +1,5 @@
 """Admission at the HTTP layer: counts each worker's requests in flight for load shedding (the
-service decides where a refusal comes in the contract's order), counts the shed ones by route,
+service decides where a refusal comes in the error table's order), counts the shed ones by route,
 and keeps the probe port (FLASHSALE_PROBE_PORT) to the probes."""
 
 from __future__ import annotations

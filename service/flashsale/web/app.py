@@ -28,7 +28,9 @@ SHED_ROUTES = (
     "/purchase",
     "/sale/status",
     "/sale/items",
+    "/sale/stock",
     "/images/{sale_id}/{item_id}.svg",
+    "/queue",
 )
 # An incoming X-Request-ID (from an ingress or a client) is kept only when it is short and tame.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")

@@ -1,5 +1,5 @@
 """Who makes a request: the HTTP side of identity, the client address and the waiting room's
-pass, gathered into a `Caller` for the service, which applies the contract's rules to it."""
+pass, gathered into a `Caller` for the service, which applies the API's rules to it."""
 
 from __future__ import annotations
 

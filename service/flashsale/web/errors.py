@@ -1,4 +1,5 @@
-"""One shape for every error: {"error": {"code", "message"}} with the contract's status."""
+"""One shape for every error: {"error": {"code", "message"}}, with the status of its row in the
+error table (docs/api.md#errors)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def serialize_http_error(
 def handle_unexpected(
     req: falcon.Request, resp: falcon.Response, error: Exception, params: dict
 ) -> None:
-    """A bug, not a decision: log it with its trace and answer in the contract's shape."""
+    """A bug, not a decision: log it with its trace and answer in the API's error shape."""
     log.exception("unhandled error on %s %s", req.method, req.path)
     resp.status = 500
     resp.content_type = falcon.MEDIA_JSON

@@ -1,6 +1,6 @@
 """The HTTP side of identity (FLASHSALE_AUTH): who a request says it acts for, read from the
 gateway's trusted header or verified from a bearer JWT. Nothing is refused here: the service
-applies the contract's rules to what this finds, in the error table's order."""
+applies the API's rules to what this finds, in the error table's order."""
 
 from __future__ import annotations
 

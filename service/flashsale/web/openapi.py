@@ -10,7 +10,7 @@ from flashsale.web.callers import PASS_HEADER
 _TOKEN = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}
 
 
-# The contract promises Retry-After with 429 and 503; the error handler sends it with both.
+# The API promises Retry-After with 429 and 503; the error handler sends it with both.
 _RETRY_AFTER = {
     "Retry-After": {
         "description": "Seconds to wait before trying again.",
@@ -62,7 +62,7 @@ def _by_status(*codes: str) -> dict[str, dict[str, Any]]:
     return {status: _error(*names, status=status) for status, names in grouped.items()}
 
 
-# The error codes each operation can answer, in the contract's precedence order.
+# The error codes each operation can answer, in the error table's precedence order.
 CHECKOUT_ERRORS = (
     "invalid_request",
     "unauthenticated",
@@ -191,7 +191,11 @@ def _board(timestamp: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
                 "responses": {
                     "200": _ok("StockPage"),
                     **_by_status(
-                        "invalid_request", "rate_limited", "no_active_sale", "unavailable"
+                        "invalid_request",
+                        "overloaded",
+                        "rate_limited",
+                        "no_active_sale",
+                        "unavailable",
                     ),
                 },
             }
@@ -425,7 +429,7 @@ def document(
                             "description": "SVG image",
                             "content": {"image/svg+xml": {"schema": {"type": "string"}}},
                         },
-                        **_by_status("overloaded", "item_not_found", "unavailable"),
+                        **_by_status("overloaded", "rate_limited", "item_not_found", "unavailable"),
                     },
                 }
             },
