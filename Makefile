@@ -19,7 +19,7 @@ extras.test         := [test,embedded]
 
 DEMO_ARGS ?= --users 500 --duration 60
 
-.PHONY: dev demo test test-deps venv lint
+.PHONY: dev demo test test-quick test-deps venv lint
 
 dev: $(VENV)/.installed-$(DEV_SET)
 	$(VENV)/bin/flashsale dev
@@ -37,6 +37,11 @@ test: test-deps
 		echo "make test: pytest collected no tests (exit 5); that is a failure here" >&2; \
 	fi; \
 	exit $$status
+
+# The quick loop: every test but those marked `system` (tests/system, tests/faults, tests/chart:
+# real processes, browsers, helm). The session's Redis and PostgreSQL still start.
+test-quick: venv
+	$(VENV)/bin/pytest -m "not system" $(PYTEST_ARGS)
 
 test-deps:
 	@scripts/test-deps.sh

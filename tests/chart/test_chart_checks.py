@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.chart.conftest import (
+from tests.support import ROOT
+from tests.support.chart import (
     CHART,
     KUBE_VERSIONS,
-    ROOT,
     VALUES_SETS,
     RenderFn,
     run_helm,

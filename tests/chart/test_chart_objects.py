@@ -18,7 +18,8 @@ import yaml
 from flashsale.config import Settings
 from flashsale.server import gunicorn_conf
 from tests.chart import values_table
-from tests.chart.conftest import CHART, RELEASE, ROOT, VALUES_SETS, Render, RenderFn, run_helm
+from tests.support import ROOT
+from tests.support.chart import CHART, RELEASE, VALUES_SETS, Render, RenderFn, run_helm
 
 WORKLOADS = ("Deployment", "CronJob", "Job", "Pod")
 GUNICORN_GRACEFUL_TIMEOUT = 25  # seconds; the service's gunicorn graceful_timeout

@@ -31,8 +31,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import requests
 
-from tests.chart.conftest import Render, RenderFn
-from tests.support import free_port
+from flashsale.dev.servers import free_port
+from tests.support.chart import Render, RenderFn
 
 SERVICE_HOSTS = {"redis": "flashsale-redis", "postgresql": "flashsale-postgresql"}
 ITEMS = 50

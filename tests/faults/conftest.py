@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-ITEMS = 120
-USER_LIMIT = 3
+from tests.support.crowd import ITEMS, USER_LIMIT
 
 
 @pytest.fixture

@@ -16,8 +16,9 @@ import redis
 import requests
 
 from flashsale.dev.servers import start_redis
-from tests.faults.conftest import ITEMS, USER_LIMIT
-from tests.faults.harness import (
+from tests.support.crowd import (
+    ITEMS,
+    USER_LIMIT,
     Shoppers,
     Tally,
     check_sale,
@@ -26,7 +27,7 @@ from tests.faults.harness import (
     sell_out,
     wait_settled,
 )
-from tests.support import flashsale, serving
+from tests.support.processes import flashsale, serving
 
 FROZEN_SECONDS = 4
 

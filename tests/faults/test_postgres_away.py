@@ -15,9 +15,8 @@ from flashsale.domain import SaleError
 from flashsale.stores.inventory.keys import keys_for
 from flashsale.stores.migrate import migrate
 from flashsale.wiring import build_service
-from tests.faults.conftest import ITEMS, USER_LIMIT
-from tests.faults.harness import Shoppers, check_sale, sale_id_of, sell_out
-from tests.support import serving
+from tests.support.crowd import ITEMS, USER_LIMIT, Shoppers, check_sale, sale_id_of, sell_out
+from tests.support.processes import serving
 
 # The contract's scenario is ~30 s; 12 s shows the same behaviour and keeps CI short.
 AWAY_SECONDS = 12

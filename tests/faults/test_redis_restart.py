@@ -7,9 +7,16 @@ from pathlib import Path
 import requests
 
 from flashsale.dev.servers import start_redis
-from tests.faults.conftest import ITEMS, USER_LIMIT
-from tests.faults.harness import Shoppers, check_sale, sale_id_of, sell_out, wait_settled
-from tests.support import serving
+from tests.support.crowd import (
+    ITEMS,
+    USER_LIMIT,
+    Shoppers,
+    check_sale,
+    sale_id_of,
+    sell_out,
+    wait_settled,
+)
+from tests.support.processes import serving
 
 
 def _unavailable_seen(shoppers: Shoppers) -> bool:

@@ -8,14 +8,12 @@ import secrets
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import falcon.testing
 
 from flashsale import domain
 from flashsale.sale.keeper import SaleKeeper
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
 
 
 def test_codes_are_unguessable_and_bound_to_their_sale(

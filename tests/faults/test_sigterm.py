@@ -12,9 +12,8 @@ import psycopg2
 import requests
 
 from flashsale.server import gunicorn_conf
-from tests.faults.conftest import USER_LIMIT
-from tests.faults.harness import Tally, check_sale, query, sale_id_of
-from tests.support import flashsale, serving
+from tests.support.crowd import USER_LIMIT, Tally, check_sale, query, sale_id_of
+from tests.support.processes import flashsale, serving
 
 IN_FLIGHT = 6
 

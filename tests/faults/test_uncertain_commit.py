@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 
 import requests
 
-from tests.faults.conftest import USER_LIMIT
-from tests.faults.harness import Tally, check_sale, query, sale_id_of, wait_settled
-from tests.support import AnswerTrap, serving
+from tests.support.crowd import USER_LIMIT, Tally, check_sale, query, sale_id_of, wait_settled
+from tests.support.processes import serving
+from tests.support.stores import AnswerTrap
 
 
 def commits_a_purchase(data: bytes, state: dict) -> bool:

@@ -7,16 +7,8 @@ import signal
 import time
 from pathlib import Path
 
-from tests.faults.conftest import ITEMS, USER_LIMIT
-from tests.faults.harness import (
-    Shoppers,
-    alive,
-    check_sale,
-    gunicorn_children,
-    sale_id_of,
-    sell_out,
-)
-from tests.support import children, serving
+from tests.support.crowd import ITEMS, USER_LIMIT, Shoppers, check_sale, sale_id_of, sell_out
+from tests.support.processes import alive, children, gunicorn_children, serving
 
 
 def test_sale_completes_after_a_worker_is_killed(fault_env: dict[str, str], tmp_path: Path):

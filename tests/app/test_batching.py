@@ -1,0 +1,96 @@
+"""The Batcher on a real Redis: many greenlets at once share round-trips, yet each hears only its
+own reply or its own error, and a broken connection fails the callers of that round-trip alone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import gevent
+import pytest
+import redis
+from redis.exceptions import ConnectionError, DataError, NoScriptError, ResponseError
+
+from flashsale.dev.servers import free_port
+from flashsale.stores.inventory import connect
+from flashsale.stores.inventory.batching import _IDLE_CHECK_AFTER, Batcher
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def test_concurrent_callers_each_get_their_own_reply(client: redis.Redis) -> None:
+    batcher = Batcher(client)
+    batcher.execute_command("PING")  # connected
+    reads_before = client.info("stats")["total_reads_processed"]
+    calls = [gevent.spawn(batcher.execute_command, "ECHO", f"reply-{n}") for n in range(300)]
+    gevent.joinall(calls, raise_error=True)
+    assert [call.value for call in calls] == [f"reply-{n}" for n in range(300)]
+    # They went out together: Redis read far fewer times than there were calls (the two INFO
+    # calls count as reads too).
+    assert client.info("stats")["total_reads_processed"] - reads_before < 30
+
+
+def test_an_error_reply_reaches_its_caller_only(client: redis.Redis) -> None:
+    batcher = Batcher(client)
+    good = [gevent.spawn(batcher.execute_command, "INCR", "batching:n") for _ in range(20)]
+    bad = gevent.spawn(batcher.execute_command, "EVALSHA", "0" * 40, 0)
+    wrong = gevent.spawn(batcher.execute_command, "LPUSH", "batching:n", "x")
+    gevent.joinall([*good, bad, wrong])
+    assert sorted(call.value for call in good) == list(range(1, 21))
+    assert isinstance(bad.exception, NoScriptError)
+    assert isinstance(wrong.exception, ResponseError) and "WRONGTYPE" in str(wrong.exception)
+    client.delete("batching:n")
+
+
+def test_a_connection_lost_mid_round_trip_fails_the_callers_left_then_reconnects(
+    client: redis.Redis,
+) -> None:
+    batcher = Batcher(client)
+    own_id = batcher.execute_command("CLIENT", "ID")
+    # One round-trip: Redis answers the kill of its own connection, then closes it unread.
+    kill = gevent.spawn(
+        batcher.execute_command, "CLIENT", "KILL", "ID", str(own_id), "SKIPME", "no"
+    )
+    left = [gevent.spawn(batcher.execute_command, "PING") for _ in range(5)]
+    gevent.joinall([kill, *left])
+    assert kill.value == 1
+    assert all(isinstance(call.exception, ConnectionError) for call in left)
+    assert batcher.execute_command("ECHO", "again") == "again"
+
+
+def test_a_redis_that_cannot_be_reached_fails_the_callers_instead_of_hanging_them() -> None:
+    nobody = connect(f"redis://127.0.0.1:{free_port()}", max_connections=4, timeout=0.5)
+    batcher = Batcher(nobody)
+    for _ in range(2):  # the first failure leaves no state behind that hangs the next calls
+        calls = [gevent.spawn(batcher.execute_command, "PING") for _ in range(5)]
+        assert gevent.joinall(calls, timeout=10) and all(call.ready() for call in calls)
+        assert all(isinstance(call.exception, ConnectionError) for call in calls)
+
+
+def test_a_command_that_cannot_be_packed_fails_its_caller_only(client: redis.Redis) -> None:
+    batcher = Batcher(client)
+    good = [gevent.spawn(batcher.execute_command, "ECHO", f"reply-{n}") for n in range(5)]
+    bad = gevent.spawn(batcher.execute_command, "ECHO", object())
+    gevent.joinall([*good, bad])
+    assert [call.value for call in good] == [f"reply-{n}" for n in range(5)]
+    assert isinstance(bad.exception, DataError)
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_before_use(
+    client: redis.Redis,
+) -> None:
+    """Redis (its `timeout` setting) or a proxy in between may close an idle connection. The
+    flusher notices before it sends, as redis-py's pool does on checkout, instead of failing
+    the next round-trip's callers with 503s."""
+    batcher = Batcher(client)
+    assert batcher.execute_command("CLIENT", "SETNAME", "idle-batcher") == "OK"
+    (idle,) = [c for c in client.client_list() if c["name"] == "idle-batcher"]
+    client.client_kill_filter(_id=idle["id"])  # what an idle timeout does...
+    gevent.sleep(_IDLE_CHECK_AFTER + 0.1)  # ...to a connection idle at least this long
+    calls = [gevent.spawn(batcher.execute_command, "ECHO", f"after-{n}") for n in range(5)]
+    gevent.joinall(calls)
+    assert [call.value for call in calls] == [f"after-{n}" for n in range(5)]
