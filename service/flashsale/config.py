@@ -192,6 +192,9 @@ class Settings:
             )
         if self.probe_port and self.probe_port == self.port:
             raise ConfigError("FLASHSALE_PROBE_PORT must differ from PORT (or be 0)")
+        if self.pending_grace <= self.redis_timeout:
+            # The sweeper settles a purchase only once no request can still be deciding it.
+            raise ConfigError("FLASHSALE_PENDING_GRACE must exceed FLASHSALE_REDIS_TIMEOUT")
 
     def require_stores(self) -> None:
         """Commands other than `dev` have no embedded default: say so plainly."""

@@ -1,10 +1,11 @@
 """The protocol of a sale over K shards against the contract's invariants, with crash points.
 
 Hypothesis drives checkouts, purchases, their confirmations, reverts and releases, the sweeper
-and the clock through `Inventory` on a real Redis, with the sale over three shards; and, between
-the two steps of a checkout or of a purchase, a worker that dies (the second step never runs).
-After every step: no user holds more than the limit, every item a user holds is counted by the
-user's limit (over-count first: never the other way round), and nothing is sold twice.
+and the clock through `Inventory` on a real Redis, with the sale over three shards. Between the
+two steps of a checkout a worker may die; a purchase across shards runs as its two steps with
+any rule in between (a raise never sold is a worker that died). After every step: no user holds
+more than the limit, every item a user holds is counted by the user's limit (over-count first:
+never the other way round), every open raise is counted, and nothing is sold twice.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
+    consumes,
     invariant,
     multiple,
     rule,
@@ -35,6 +37,7 @@ TAGS = ("0", "1", "2")
 
 class ShardedMachine(RedisMachine):
     codes = Bundle("codes")
+    raised = Bundle("raised")  # purchases across shards between their two steps
 
     def __init__(self) -> None:
         super().__init__()
@@ -76,7 +79,14 @@ class ShardedMachine(RedisMachine):
         keys = self.layout.shards[self.layout.user_shard(user)]
         self.inventory._eval(
             "checkout_user",
-            [keys.meta, keys.user(user), keys.outbox, keys.user_bucket(user), keys.ip_bucket("")],
+            [
+                keys.meta,
+                keys.user(user),
+                keys.outbox,
+                keys.user_bucket(user),
+                keys.ip_bucket(""),
+                keys.raises,
+            ],
             [user, item, self.now, TTL_MS, 0, 0, "", self._key(), no_deadline(), "1", ""],
         )
 
@@ -94,20 +104,44 @@ class ShardedMachine(RedisMachine):
         if answer.kind == "sold":
             self.stamps[code] = answer.at_ms
 
-    @rule(code=codes)
-    def purchase_dies_after_raising(self, code: str) -> None:
-        """The worker raised the user's item to bought and died before selling it."""
-        item_shard, user_shard = (int(part) for part in code.split(".")[1:3])
-        claim = self.client.hget(self.layout.shards[item_shard].codes, code)
-        if claim is None:
+    @rule(target=raised, code=codes)
+    def purchase_raises(self, code: str):
+        """The user's step of a purchase across shards, its item's step left for later: any
+        rule may run in between, as another worker's would."""
+        claim = self._claim(code)
+        if claim is None or self._shards(code)[0] == self._shards(code)[1]:
+            return multiple()
+        item, user = claim
+        step = self.inventory._raise(self.layout, code, user, item, self.now, 0, "", no_deadline())
+        return multiple() if step is not None else (code, user, item)
+
+    @rule(raise_=consumes(raised))
+    def purchase_sells_raised(self, raise_: tuple[str, str, str]) -> None:
+        """The item's step of a purchase raised earlier, and the end of its raise."""
+        code, user, item = raise_
+        keys = self.layout.shards[self._shards(code)[1]]
+        if self.client.zscore(keys.raising, f"{code} {user} {item}") is None:
+            # The sweeper ended it: it does so only past the grace, past the purchase's
+            # deadline, so the item step would have answered `late`.
             return
-        item, user = claim.split(" ")[:2]
-        keys = self.layout.shards[user_shard]
-        self.inventory._eval(
-            "purchase_user",
-            [keys.user(user), keys.user_bucket(user), keys.ip_bucket(""), keys.raising],
-            [code, item, self.now, 0, 0, no_deadline()],
+        answer = self.inventory._sell_raised(
+            self.layout, code, user, item, self.now, "", no_deadline(), ""
         )
+        if answer.kind == "sold":
+            self.stamps[code] = answer.at_ms
+
+    # A raise never consumed is a worker that died after the user's step: the sweeper ends it.
+
+    def _shards(self, code: str) -> tuple[int, int]:
+        item_shard, user_shard = (int(part) for part in code.split(".")[1:3])
+        return item_shard, user_shard
+
+    def _claim(self, code: str) -> tuple[str, str] | None:
+        claim = self.client.hget(self.layout.shards[self._shards(code)[0]].codes, code)
+        if claim is None:
+            return None
+        item, user = claim.split(" ")[:2]
+        return item, user
 
     @rule(code=codes)
     def confirm(self, code: str) -> None:
@@ -154,6 +188,19 @@ class ShardedMachine(RedisMachine):
             tokens = dict(self.client.zrange(keys.user(user), 0, -1, withscores=True))
             for item, until in items.items():
                 assert tokens.get(item, 0) >= until, (user, item, until, tokens)
+
+    @invariant()
+    def every_open_raise_is_counted(self) -> None:
+        for keys in self.layout.shards:
+            notes: dict[str, int] = {}
+            for note in self.client.zrange(keys.raising, 0, -1):
+                field = note.split(" ", 1)[1]
+                notes[field] = notes.get(field, 0) + 1
+            counts = {
+                field: int(record.split(" ")[0])
+                for field, record in self.client.hgetall(keys.raises).items()
+            }
+            assert notes == counts
 
     @invariant()
     def nothing_is_sold_twice(self) -> None:

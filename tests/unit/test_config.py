@@ -47,3 +47,10 @@ def test_settings_are_read_from_the_environment() -> None:
 def test_a_malformed_setting_is_refused_by_name(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+def test_settings_that_do_not_fit_together_are_refused() -> None:
+    with pytest.raises(ConfigError, match="FLASHSALE_PENDING_GRACE must exceed"):
+        Settings.from_env({"FLASHSALE_PENDING_GRACE": "2", "FLASHSALE_REDIS_TIMEOUT": "5"})
+    with pytest.raises(ConfigError, match="FLASHSALE_PROBE_PORT must differ"):
+        Settings.from_env({"FLASHSALE_PROBE_PORT": "8080"})

@@ -29,6 +29,7 @@ _SCRIPTS = (
     "checkout_item",
     "purchase",
     "purchase_user",
+    "end_raise",
     "set_token",
     "revert",
     "release",
@@ -195,16 +196,29 @@ class InventoryBase:
         score: str,
         *,
         expected: Any = "",
-        code: str = "",
     ) -> bool:
         """The user's token for an item becomes `score` ('' removes it), only while it is still
-        `expected` ('' for any); a purchase's `raising` note goes (set_token.lua)."""
+        `expected` ('' for any) and no purchase is raising it (set_token.lua)."""
         keys = layout.shards[layout.user_shard(user_id)]
         return bool(
             self._eval(
                 "set_token",
-                [keys.user(user_id), keys.raising],
-                [item_id, score, expected, code],
+                [keys.user(user_id), keys.raises],
+                [user_id, item_id, score, expected],
+            )
+        )
+
+    def _end_raise(
+        self, layout: SaleLayout, code: str, user_id: str, item_id: str, score: str
+    ) -> bool:
+        """A purchase's raise of the user's item ends with what the item's shard made of the
+        code: 'inf' sold, an expiry, or '' (end_raise.lua). False if it had ended already."""
+        keys = layout.shards[layout.user_shard(user_id)]
+        return bool(
+            self._eval(
+                "end_raise",
+                [keys.user(user_id), keys.raising, keys.raises],
+                [code, user_id, item_id, score],
             )
         )
 

@@ -145,6 +145,7 @@ class Decisions(InventoryBase):
                 user_keys.outbox,
                 user_keys.user_bucket(ask.user_id),
                 user_keys.ip_bucket(ask.client_ip),
+                user_keys.raises,
             ],
             [
                 ask.user_id,
@@ -301,23 +302,64 @@ class Decisions(InventoryBase):
                 user_here=True,
                 heard=(layout, item_shard),
             )
-        user_keys = layout.shards[user_shard]
-        step, before = self._eval(
+        step = self._raise(
+            layout, code, user_id, item_id, now_ms, user_rate, client_ip, deadline_ms
+        )
+        if step is not None:
+            return step
+        return self._sell_raised(
+            layout, code, user_id, item_id, now_ms, client_ip, deadline_ms, requester
+        )
+
+    def _raise(
+        self,
+        layout: SaleLayout,
+        code: str,
+        user_id: str,
+        item_id: str,
+        now_ms: int,
+        user_rate: float,
+        client_ip: str,
+        deadline_ms: int,
+    ) -> PurchaseAnswer | None:
+        """The user's step of a purchase across shards (purchase_user.lua): the user's bucket,
+        then the item raised to bought in the user's set. None when it was raised."""
+        keys = layout.shards[layout.user_shard(user_id)]
+        step = self._eval(
             "purchase_user",
             [
-                user_keys.user(user_id),
-                user_keys.user_bucket(user_id),
-                user_keys.ip_bucket(client_ip),
-                user_keys.raising,
+                keys.user(user_id),
+                keys.user_bucket(user_id),
+                keys.ip_bucket(client_ip),
+                keys.raising,
+                keys.raises,
             ],
-            [code, item_id, now_ms, user_rate, 0, deadline_ms],
+            [code, item_id, now_ms, user_rate, 0, deadline_ms, user_id],
         )
         if step == "late":
             return PurchaseAnswer("late")
-        if step == "rate_limited":
-            return PurchaseAnswer(step, retry_ms=int(before))
+        if step != "raised":
+            return PurchaseAnswer("rate_limited", retry_ms=int(step[1]))
+        return None
+
+    def _sell_raised(
+        self,
+        layout: SaleLayout,
+        code: str,
+        user_id: str,
+        item_id: str,
+        now_ms: int,
+        client_ip: str,
+        deadline_ms: int,
+        requester: str,
+    ) -> PurchaseAnswer:
+        """The item's step of a purchase across shards (purchase.lua), then the end of the
+        user's raise with its answer; on `late` the sweeper ends it."""
+        shards = code_shards(code)
+        assert shards is not None  # the caller read the code's claim
+        item_shard = shards[0]
         answer = self._purchase_script(
-            item_keys,
+            layout.shards[item_shard],
             code,
             now_ms,
             0,
@@ -328,10 +370,10 @@ class Decisions(InventoryBase):
             user_here=False,
             heard=(layout, item_shard),
         )
-        if answer.kind not in ("sold", "repeat", "late"):
-            # A definite refusal: the item goes back to what it was in the user's set.
-            with contextlib.suppress(RedisError):  # else the sweeper settles the note
-                self._set_token(layout, user_id, item_id, before, expected="inf", code=code)
+        if answer.kind != "late":
+            score = "inf" if answer.kind in ("sold", "repeat") else ""
+            with contextlib.suppress(RedisError):  # else the sweeper ends it
+                self._end_raise(layout, code, user_id, item_id, score)
         return answer
 
     def _purchase_script(
@@ -383,16 +425,13 @@ class Decisions(InventoryBase):
         return PurchaseAnswer(kind)
 
     def confirm(self, sale_id: str, code: str) -> None:
-        """PostgreSQL holds the purchase: it is no longer pending (nor, on a sharded sale, in
-        flight on its user's shard)."""
+        """PostgreSQL holds the purchase: it is no longer pending."""
         layout = self._sharded(sale_id)
         shards = code_shards(code) if layout is not None else None
         if layout is None or shards is None:
             self._execute("ZREM", keys_for(sale_id).pending, code)
             return
         self._execute("ZREM", layout.shards[shards[0]].pending, code)
-        if shards[0] != shards[1]:
-            self._execute("ZREM", layout.shards[shards[1]].raising, code)
 
     def revert(self, sale_id: str, code: str, stamp: int) -> bool:
         """The request that sold a purchase undoes it (PostgreSQL surely did not record it),
@@ -414,7 +453,6 @@ class Decisions(InventoryBase):
                 claim.item_id,
                 str(claim.expires_ms),
                 expected="inf",
-                code=code,
             )
         return reverted
 
@@ -430,7 +468,7 @@ class Decisions(InventoryBase):
         )
         if user_id and not user_here:
             assert claim is not None
-            self._set_token(layout, claim.user_id, claim.item_id, "", code=code)
+            self._set_token(layout, claim.user_id, claim.item_id, "")
         return bool(user_id)
 
     def adopt(self, sale_id: str, lost_code: str, stored: Purchase) -> bool:

@@ -13,7 +13,8 @@ items by their number, users and client addresses by a hash of their name.
 | `fs:{T}:reserved` | sorted set | item by reservation expiry (unexpired: above now) |
 | `fs:{T}:user:<user>` | sorted set | the user's items by expiry, `+inf` once bought |
 | `fs:{T}:pending` | sorted set | codes sold in Redis but not yet confirmed in PostgreSQL |
-| `fs:{T}:raising` | sorted set | K > 1: purchases in flight whose item the user holds as bought |
+| `fs:{T}:raising` | sorted set | K > 1: `<code> <user> <item>` of each open raise to bought |
+| `fs:{T}:raises` | hash | K > 1: `<user> <item>` -> open raises, the token's score after |
 | `fs:{T}:outbox` | stream | checkout attempts on their way to PostgreSQL |
 | `fs:{T}:history` | hash | bucket of the sale's period -> items sold in it (codec.py) |
 | `fs:{T}:bucket:u:<user>`, `:bucket:ip:<addr>` | string | token buckets |
@@ -49,6 +50,7 @@ class SaleKeys:
         self.reserved = prefix + "reserved"
         self.pending = prefix + "pending"
         self.raising = prefix + "raising"
+        self.raises = prefix + "raises"
         self.outbox = prefix + "outbox"
         self.history = prefix + "history"
         self.items_staging = prefix + "items:loading"

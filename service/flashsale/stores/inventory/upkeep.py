@@ -216,30 +216,26 @@ class Upkeep(InventoryBase):
         return found
 
     def settle_raised(self, sale_id: str, before_ms: int) -> int:
-        """Sharded sales: purchases whose worker raised the user's item to bought and then went
-        quiet before `before_ms`. An item sold under the code stays bought; otherwise the token
-        goes back to the reservation's expiry, or away. Returns how many it settled."""
+        """Sharded sales: raises of a user's item to bought whose purchase went quiet before
+        `before_ms` (a worker died, or its item step came too late to run) end with what the
+        item says of the code: sold, reserved until its expiry, or neither. Returns how many
+        it ended."""
         layout = self.layout(sale_id)
         if layout.k == 1:
             return 0
         settled = 0
         for keys in layout.shards:
-            for code in self._client.zrangebyscore(keys.raising, "-inf", before_ms):
-                _, item_keys, claim = self._code_layout(sale_id, code)
-                if claim is None:
-                    self._client.zrem(keys.raising, code)
-                    continue
-                state = ItemState.decode(self._client.hget(item_keys.items, claim.item_id))
-                if state.kind == SOLD and state.code == code:
-                    score = "inf"
-                elif state.kind == RESERVED and state.code == code:
-                    score = str(state.at_ms)
-                else:
+            for note in self._client.zrangebyscore(keys.raising, "-inf", before_ms):
+                code, user_id, item_id = note.split(" ")
+                item_keys = layout.shards[layout.item_shard(item_id) or 0]
+                state = ItemState.decode(self._client.hget(item_keys.items, item_id))
+                if state.code != code:
                     score = ""
-                self._set_token(
-                    layout, claim.user_id, claim.item_id, score, expected="inf", code=code
-                )
-                settled += 1
+                elif state.kind == SOLD:
+                    score = "inf"
+                else:
+                    score = str(state.at_ms) if state.kind == RESERVED else ""
+                settled += self._end_raise(layout, code, user_id, item_id, score)
         return settled
 
     def in_flight(self, sale_id: str) -> bool:

@@ -1,6 +1,6 @@
 -- checkout_user.lua: the user's half of a checkout on a sharded sale, on the user's shard, when
 -- the item lives on another (checkout_item.lua is the other half, run next).
--- requires: token_bucket item_state
+-- requires: token_bucket item_state raises
 --
 -- It applies what the user's shard can decide, in the error table's order (rate limit, sale
 -- open, item id, sold out as the caller knows it, the user's limit) and records a refusal in
@@ -14,6 +14,7 @@ local user_key    = KEYS[2]  -- zset: this user's items scored by expiry, "inf" 
 local outbox_key  = KEYS[3]  -- stream: checkout attempts waiting to be drained into PostgreSQL
 local user_bucket = KEYS[4]  -- string: token bucket of this user_id
 local ip_bucket   = KEYS[5]  -- string: token bucket of this client address (when on this shard)
+local raises_key  = KEYS[6]  -- hash: "<user_id> <item_id>" -> open raises, score (raises.lua)
 
 local user_id     = ARGV[1]
 local item_id     = ARGV[2]
@@ -72,8 +73,9 @@ local expires = math.min(now + ttl, ends)
 local score = redis.call('ZSCORE', user_key, item_id)
 if score and tonumber(score) > now then
   -- The user holds (or is buying) this item already: it counts once. Its token lasts at least
-  -- as long as a reservation made now would.
+  -- as long as a reservation made now would, also once a purchase raising it ends.
   redis.call('ZADD', user_key, 'GT', expires, item_id)
+  join_raises(raises_key, user_id .. ' ' .. item_id, string.format('%d', expires))
   return {'held', expires, 0, sale_id}
 end
 local held = redis.call('ZCOUNT', user_key, '(' .. now_text, '+inf')
