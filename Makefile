@@ -46,7 +46,7 @@ test-quick: venv
 test-deps:
 	@scripts/test-deps.sh
 
-# For running single test files: .venv with the test extra (`.venv/bin/pytest tests/test_x.py`).
+# For running single test files: .venv with the test extra (`.venv/bin/pytest tests/app/test_x.py`).
 venv: $(VENV)/.installed-test
 
 lint: venv
