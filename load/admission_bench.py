@@ -53,12 +53,11 @@ from flashsale.config import Settings
 from flashsale.stores.inventory.keys import keys_for
 
 ITEMS = 100_000
-NO_SHEDDING = 1_000_000
 BEFORE = "--worker-class gevent --worker-connections 1000"
 CONFIGS: dict[str, dict[str, Any]] = {
     "shed": {},
-    "noshed": {"FLASHSALE_MAX_INFLIGHT": NO_SHEDDING},
-    "before": {"FLASHSALE_MAX_INFLIGHT": NO_SHEDDING, "GUNICORN_CMD_ARGS": BEFORE},
+    "noshed": {"FLASHSALE_MAX_INFLIGHT": kit.NO_SHEDDING},
+    "before": {"FLASHSALE_MAX_INFLIGHT": kit.NO_SHEDDING, "GUNICORN_CMD_ARGS": BEFORE},
 }
 STATUS_OUTCOMES = {
     "200": ("ok",),
@@ -368,7 +367,7 @@ def run_crowd(url: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def part_b(base: dict[str, str], state: Path, args: argparse.Namespace) -> dict[str, Any]:
-    runs = [("noshed", NO_SHEDDING)] + [(f"shed-{n}", n) for n in args.inflight]
+    runs = [("noshed", kit.NO_SHEDDING)] + [(f"shed-{n}", n) for n in args.inflight]
     results = {}
     for n, (name, bound) in enumerate(runs):
         env = config_env(base, salt=200 + n, FLASHSALE_MAX_INFLIGHT=bound)

@@ -436,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
             FLASHSALE_CHECKOUT_TTL=args.ttl,
             FLASHSALE_RATE_PER_USER=0,
             FLASHSALE_USER_LIMIT=10,
+            FLASHSALE_MAX_INFLIGHT=kit.NO_SHEDDING,
             PROMETHEUS_MULTIPROC_DIR=str(state / "metrics"),
         )
         client = kit.redis_client(stores.redis_url)

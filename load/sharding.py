@@ -5,13 +5,13 @@
 
 Starts one Redis Cluster of --nodes primaries on 127.0.0.1 (AOF turned on, as production runs
 it) and PostgreSQL, then in interleaved rounds (K=1, K=3, K=6, K=1, ...) opens a fresh sale of
---items items over K shards (FLASHSALE_REDIS_SHARDS=K, rate limit off, a short checkout TTL so
-random checkouts keep finding stock), serves it with `flashsale serve` (2 gevent workers,
-FLASHSALE_SWEEPER=off: nothing the checkouts need waits for the sweeper, and its drain would
-add its own Redis work), warms it up and drives it with wrk and load/seeded.lua (random users
-and items from a seed: the same sequence for every K of a round). For every run it reads from
-/proc the CPU (utime + stime) of each redis-server and of the gunicorn processes, and from each
-node INFO stats (read events = round-trips received) and EVALSHA calls.
+--items items over K shards (FLASHSALE_REDIS_SHARDS=K, rate limit and shedding off, a short
+checkout TTL so random checkouts keep finding stock), serves it with `flashsale serve` (2 gevent
+workers, FLASHSALE_SWEEPER=off: nothing the checkouts need waits for the sweeper, and its drain
+would add its own Redis work), warms it up and drives it with wrk and load/seeded.lua (random
+users and items from a seed: the same sequence for every K of a round). For every run it reads
+from /proc the CPU (utime + stime) of each redis-server and of the gunicorn processes, and from
+each node INFO stats (read events = round-trips received) and EVALSHA calls.
 
 Before the rounds it measures each node's CPU at rest (cluster bus and timers), what one
 round-trip costs a node and a gevent worker apart from the script it carries (load/roundtrip.py),
@@ -188,7 +188,7 @@ def sale_env(
     stores: kit.Stores, state: Path, k: int, salt: int, args: argparse.Namespace
 ) -> dict[str, str]:
     """The service's environment for a sale of its own (the period `salt` picks) over K shards:
-    rate limit off, a short checkout TTL, on the cluster, no sweeper."""
+    rate limit and shedding off, a short checkout TTL, on the cluster, no sweeper."""
     return kit.service_env(
         stores,
         FLASHSALE_ITEMS=args.items,
@@ -196,6 +196,7 @@ def sale_env(
         FLASHSALE_CHECKOUT_TTL=args.ttl,
         FLASHSALE_RATE_PER_USER=0,
         FLASHSALE_USER_LIMIT=10,
+        FLASHSALE_MAX_INFLIGHT=kit.NO_SHEDDING,
         FLASHSALE_REDIS_CLUSTER="on",
         FLASHSALE_REDIS_SHARDS=k,
         FLASHSALE_SWEEPER="off",
