@@ -1,6 +1,7 @@
 """gunicorn's gevent worker with the connection rules of docs/admission.md: a deadline for
 request headers (FLASHSALE_HEADER_TIMEOUT), a cap of open connections per client address per pod
-(FLASHSALE_MAX_CONN_PER_IP), and a probe port (FLASHSALE_PROBE_PORT) the cap never applies to.
+(FLASHSALE_MAX_CONN_PER_IP), and a probe port (FLASHSALE_PROBE_PORT) served by a thread of its
+own (server/probes.py), out of the cap's reach and of the event loop's turns.
 
 gunicorn's own worker reads every request, the first included, under one timeout: its
 keep-alive (75 s here). A connection that sends half a request line holds a greenlet of the
@@ -26,6 +27,7 @@ from gunicorn.workers.ggevent import GeventWorker
 
 from flashsale.config import Settings
 from flashsale.server.addresses import AddressTable
+from flashsale.server.probes import serve_probes
 
 # Connections a worker accepts each time its listener wakes it. gunicorn's gevent worker takes
 # one when there are several workers (so that no worker takes them all); under load one turn of
@@ -69,20 +71,19 @@ class Worker(GeventWorker):
                 "the peers are proxies (docs/admission.md)"
             )
         self._connections: dict[Any, _Connection] = {}
-        self._probe_listeners: set[Any] = set()
         super().init_process()
 
     def run(self) -> None:
         ggevent.StreamServer = _StreamServer  # the one gunicorn's run() builds its servers of
         if self.probe_port:  # the sockets as patch() made them
-            self._probe_listeners = {
-                s for s in self.sockets if _port(s.getsockname()) == self.probe_port
-            }
+            probes = [s for s in self.sockets if _port(s.getsockname()) == self.probe_port]
+            self.sockets = [s for s in self.sockets if s not in probes]
+            serve_probes(probes)
         super().run()
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         slot = None
-        if self.cap and isinstance(addr, tuple) and listener not in self._probe_listeners:
+        if self.cap and isinstance(addr, tuple):
             slot = self.addresses.open(self.address_row, addr[0], self.cap)
             if slot is None:  # closed unanswered: no request was read, none is refused
                 self._refused.inc()

@@ -1,6 +1,6 @@
 """Admission at the HTTP layer: counts each worker's requests in flight for load shedding (the
-service decides where a refusal comes in the error table's order), counts the shed ones by route,
-and keeps the probe port (FLASHSALE_PROBE_PORT) to the probes."""
+service decides where a refusal comes in the error table's order) and counts the shed ones by
+route."""
 
 from __future__ import annotations
 
@@ -17,19 +17,14 @@ class Admission:
     """Falcon middleware: every request but the probes is in flight from the moment Falcon has
     it until its response is built."""
 
-    def __init__(self, load: Load, probe_port: int = 0, routes: tuple[str, ...] = ()):
+    def __init__(self, load: Load, routes: tuple[str, ...] = ()):
         self._load = load
-        self._probe_port = str(probe_port) if probe_port else None
         # The routes that can shed show 0 from the start: a rate() needs the series to exist.
         self._shed: dict[str, object] = {route: SHED.labels(route) for route in routes}
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         if req.path in PROBES:
             return
-        if self._probe_port is not None and req.env.get("SERVER_PORT") == self._probe_port:
-            raise falcon.HTTPNotFound(
-                description="This port answers /healthz, /readyz and /metrics only."
-            )
         self._load.enter()
         req.context.in_flight = True
 

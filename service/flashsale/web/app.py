@@ -159,21 +159,13 @@ def create_app(service: SaleService) -> falcon.App:
     """The WSGI app of one worker: every route, the error shape, timing and the access log."""
     settings = service.settings
     timing = RequestTiming(settings.access_log, settings.log_level)
-    admission = Admission(service.load, settings.probe_port, SHED_ROUTES)
+    admission = Admission(service.load, SHED_ROUTES)
     app = falcon.App(middleware=[timing, admission])
     json = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json
 
     callers = Callers(settings)
-    collector = SaleCollector(
-        service.snapshot,
-        service.backlog,
-        clock=service.clock,
-        period=settings.period,
-        queue_length=service.queue_length if settings.waiting_room else None,
-    )
-
     routes = {
         "/checkout": resources.Checkout(service, callers),
         "/purchase": resources.Purchase(service, callers),
@@ -182,9 +174,7 @@ def create_app(service: SaleService) -> falcon.App:
         "/sale/stock": resources.SaleStock(service, callers),
         "/sale/history": resources.SaleHistory(service, callers),
         "/images/{sale_id}/{item_id}.svg": resources.ItemImage(service, callers),
-        "/healthz": resources.Health(),
-        "/readyz": resources.Ready(service),
-        "/metrics": resources.Metrics(lambda: render(collector, settings.metrics_dir)),
+        **_probe_routes(service),
         "/openapi.json": resources.OpenAPI(settings),
     }
     if settings.waiting_room:
@@ -197,7 +187,39 @@ def create_app(service: SaleService) -> falcon.App:
     app.add_sink(StatusPage(), re.compile(r"/\Z"))
     app.add_static_route("/static", str(STATIC_DIR))
 
+    _answer_errors(app)
+    return app
+
+
+def create_probe_app(service: SaleService) -> falcon.App:
+    """The WSGI app of the probe port (server/probes.py): the probes and /metrics only."""
+    app = falcon.App()
+    for template, resource in _probe_routes(service).items():
+        _answer_head(resource)
+        app.add_route(template, resource)
+    _answer_errors(app)
+    return app
+
+
+def _probe_routes(service: SaleService) -> dict[str, object]:
+    """The kubelet's probes and Prometheus' scrape: never shed (web/admission.py)."""
+    settings = service.settings
+    collector = SaleCollector(
+        service.snapshot,
+        service.backlog,
+        clock=service.clock,
+        period=settings.period,
+        queue_length=service.queue_length if settings.waiting_room else None,
+    )
+    return {
+        "/healthz": resources.Health(),
+        "/readyz": resources.Ready(service),
+        "/metrics": resources.Metrics(lambda: render(collector, settings.metrics_dir)),
+    }
+
+
+def _answer_errors(app: falcon.App) -> None:
+    """Every error in the API's shape (web/errors.py)."""
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(SaleError, handle_sale_error)
     app.set_error_serializer(serialize_http_error)
-    return app
