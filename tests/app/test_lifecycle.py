@@ -198,7 +198,6 @@ def test_sweep_is_bounded_per_run(keeper: SaleKeeper, clock: Clock, migrated_db:
             user_id=f"u{i}",
             item_id=None,
             attempt_key=f"a{i}",
-            deadline_ms=no_deadline(),
         )
     assert keeper.sweep(max_batches=1).drained == 1000
     assert keeper.sweep(max_batches=1).drained == 500
@@ -225,7 +224,6 @@ def test_attempts_recorded_during_a_drain_stay_for_the_next(
                 user_id=f"{prefix}{i}",
                 item_id=None,
                 attempt_key=f"{prefix}{i}",
-                deadline_ms=no_deadline(),
             )
 
     insert = keeper.database.insert_attempts

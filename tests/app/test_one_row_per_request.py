@@ -115,6 +115,31 @@ def test_a_code_told_again_is_not_released(
     assert_sweeps_clean(keeper, sale)
 
 
+@pytest.mark.parametrize("drain", ["second", "first"])
+def test_a_refusal_recorded_by_redis_and_by_the_service_is_one_row(
+    drain: str, trapped: SaleService, trap: AnswerTrap, keeper: SaleKeeper, settings: Settings
+) -> None:
+    """A refusal's record carries no deadline (its outcome is fixed): Redis recorded it, its
+    answer was lost, the service wrote the same row straight into PostgreSQL; whichever lands
+    first, the other finds it."""
+    keeper.open_sale()
+    if drain == "first":
+        insert = trapped.database.insert_attempt
+
+        def drain_first(row):
+            keeper.sweep()
+            assert rows_of(settings, "refused") == [("invalid_request", None)]
+            return insert(row)
+
+        trapped.database.insert_attempt = drain_first  # type: ignore[method-assign]
+    trap.armed.set()
+    with pytest.raises(SaleError) as heard:
+        trapped.checkout("refused", "no item!")
+    assert trap.fired.is_set() and heard.value.code == "invalid_request"
+    keeper.sweep()
+    assert rows_of(settings, "refused") == [("invalid_request", None)]
+
+
 def test_a_script_redis_runs_after_the_deadline_does_nothing(
     service: SaleService, keeper: SaleKeeper, settings: Settings
 ) -> None:
@@ -140,15 +165,5 @@ def test_a_script_redis_runs_after_the_deadline_does_nothing(
         sale.sale_id, "nothing", now_ms=0, user_rate=0, ip_rate=0, client_ip="", deadline_ms=past
     )
     assert bought.kind == "late"
-    recorded = service.inventory.record_attempt(
-        sale.sale_id,
-        "invalid_request",
-        now_ms=service.now_ms(),
-        user_id="late",
-        item_id=None,
-        attempt_key="late-2",
-        deadline_ms=past,
-    )
-    assert recorded is False
     assert service.inventory.read_outbox(sale.sale_id) == []
     assert_nothing_held(settings, sale.sale_id, "3", "late")

@@ -221,23 +221,16 @@ class SaleService:
     def _record_elsewhere(
         self, sale_id: str, attempt: str, outcome: str, now: int, user_id: Any, item_id: Any
     ) -> None:
-        """Record an attempt that checkout.lua did not see: via the outbox, or else directly."""
+        """Record an attempt that checkout.lua did not see: via the outbox, or else directly
+        (then, should Redis still run the record, the drain finds the row and adds nothing)."""
         user, item = printable(user_id), printable(item_id)
         try:
             self._register_outbox(sale_id)
-            if self.inventory.record_attempt(
-                sale_id,
-                outcome,
-                now_ms=now,
-                user_id=user,
-                item_id=item,
-                attempt_key=attempt,
-                deadline_ms=self._deadline_ms(),
-            ):
-                return
+            self.inventory.record_attempt(
+                sale_id, outcome, now_ms=now, user_id=user, item_id=item, attempt_key=attempt
+            )
         except InventoryError:
-            pass
-        self._record_directly(attempt, outcome, now, user, item)
+            self._record_directly(attempt, outcome, now, user, item)
 
     def _record_directly(
         self, attempt: str, outcome: str, now: int, user_id: Any, item_id: Any

@@ -249,21 +249,17 @@ class InventoryBase:
         user_id: str | None,
         item_id: str | None,
         attempt_key: str,
-        deadline_ms: int,
-    ) -> bool:
-        return bool(
-            self._eval(
-                "record_attempt",
-                [keys.meta, keys.outbox],
-                [
-                    outcome,
-                    now_ms,
-                    _MISSING if user_id is None else user_id,
-                    _MISSING if item_id is None else item_id,
-                    attempt_key,
-                    deadline_ms,
-                ],
-            )
+    ) -> None:
+        self._eval(
+            "record_attempt",
+            [keys.meta, keys.outbox],
+            [
+                outcome,
+                now_ms,
+                _MISSING if user_id is None else user_id,
+                _MISSING if item_id is None else item_id,
+                attempt_key,
+            ],
         )
 
 

@@ -197,17 +197,9 @@ class Decisions(InventoryBase):
     ) -> CheckoutAnswer:
         """A refusal the pod decided (the address's bucket was empty), recorded in the user's
         shard's outbox."""
-        recorded = self._record_on(
-            layout.shards[shard],
-            outcome,
-            ask.now_ms,
-            ask.user_id,
-            ask.item_id,
-            ask.attempt_key,
-            ask.deadline_ms,
+        self._record_on(
+            layout.shards[shard], outcome, ask.now_ms, ask.user_id, ask.item_id, ask.attempt_key
         )
-        if not recorded:
-            return CheckoutAnswer("late", "", 0, 0, "")
         return CheckoutAnswer(outcome, "", 0, retry_ms, ask.sale_id)
 
     def take_address_token(self, sale_id: str, client_ip: str, *, rate: float, now_ms: int) -> int:
@@ -502,13 +494,11 @@ class Decisions(InventoryBase):
         user_id: str | None,
         item_id: str | None,
         attempt_key: str,
-        deadline_ms: int,
-    ) -> bool:
+    ) -> None:
         """Record an attempt decided before checkout.lua could run (record_attempt.lua), in the
-        outbox of the user's shard (or the home one). False when Redis ran it after
-        `deadline_ms` and recorded nothing."""
+        outbox of the user's shard (or the home one)."""
         layout = self.layout(sale_id)
         keys = layout.home
         if layout.k > 1 and user_id is not None:
             keys = layout.shards[layout.user_shard(user_id)]
-        return self._record_on(keys, outcome, now_ms, user_id, item_id, attempt_key, deadline_ms)
+        self._record_on(keys, outcome, now_ms, user_id, item_id, attempt_key)

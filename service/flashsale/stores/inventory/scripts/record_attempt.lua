@@ -1,6 +1,8 @@
 -- record_attempt.lua: records a checkout attempt decided before checkout.lua could run
 -- (a malformed request, or one refused before the stores), attributed to the sale open at that
--- moment, if any.
+-- moment, if any. It carries no deadline, unlike the scripts that decide: its outcome is fixed
+-- already, so when Redis runs it after its caller gave up and wrote the row straight into
+-- PostgreSQL, the drain finds that row under the same name and time and adds nothing.
 -- requires: item_state
 local meta_key   = KEYS[1]  -- hash: sale_id, starts_ms, ends_ms of this period's sale
 local outbox_key = KEYS[2]  -- stream: checkout attempts waiting to be drained into PostgreSQL
@@ -9,11 +11,6 @@ local outcome  = ARGV[1]
 local now      = tonumber(ARGV[2])
 -- ARGV[3], ARGV[4]: user_id and item_id as received; '\0' stands for a missing parameter.
 local key      = ARGV[5]  -- the attempt's name, chosen by the pod (its row's key)
-local deadline = ARGV[6]  -- ms: past it by Redis's clock the caller gave up
-
-if deadline_passed(deadline) then
-  return false
-end
 
 local meta = redis.call('HMGET', meta_key, 'sale_id', 'starts_ms', 'ends_ms')
 local sale_id = ''
