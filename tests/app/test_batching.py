@@ -11,8 +11,9 @@ import redis
 from redis.exceptions import ConnectionError, DataError, NoScriptError, ResponseError
 
 from flashsale.dev.servers import free_port
-from flashsale.stores.inventory import connect
+from flashsale.stores.inventory import Inventory, connect
 from flashsale.stores.inventory.batching import _IDLE_CHECK_AFTER, Batcher
+from flashsale.stores.inventory.keys import OUTBOX_REGISTRY
 
 
 @pytest.fixture
@@ -94,3 +95,72 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_before_use(
     calls = [gevent.spawn(batcher.execute_command, "ECHO", f"after-{n}") for n in range(5)]
     gevent.joinall(calls)
     assert [call.value for call in calls] == [f"after-{n}" for n in range(5)]
+
+
+def test_a_crowd_that_hears_noscript_loads_the_script_once(
+    client: redis.Redis, redis_url: str
+) -> None:
+    """Redis restarted (or is new) and forgot the scripts: every call of the round-trip hears
+    NOSCRIPT at once. One of them loads the script and the others retry; loading it once each,
+    through a pool connection each, a crowd of thousands kept most of its calls waiting for a
+    connection for seconds."""
+    inventory = Inventory(connect(redis_url, max_connections=4, timeout=5))
+    inventory._execute = Batcher(client).execute_command  # as in a gevent worker
+    client.script_flush()
+    loads_before = _script_loads(client)
+    calls = [
+        gevent.spawn(
+            inventory.record_attempt,
+            "batching-sale",
+            "overloaded",
+            now_ms=0,
+            user_id=f"u{n}",
+            item_id="1",
+            attempt_key=f"k{n}",
+        )
+        for n in range(40)
+    ]
+    gevent.joinall(calls, raise_error=True)
+    assert _script_loads(client) - loads_before == 1
+    outbox = inventory.read_outbox("batching-sale")
+    assert sorted(entry.attempt_key for entry in outbox) == sorted(f"k{n}" for n in range(40))
+    client.delete(*client.keys("*batching-sale*"))
+
+
+def test_the_first_calls_of_a_sale_share_round_trips_not_the_pool(
+    client: redis.Redis, redis_url: str
+) -> None:
+    """Every call a request makes goes through the round-trips the Batcher shares, also the
+    ones made once per sale (its layout, its outbox's registration): a crowd's first requests
+    all make them at once, and a pool connection each kept most of them waiting for seconds.
+    Here the pool has no connection to give."""
+    inventory = Inventory(connect(redis_url, max_connections=1, timeout=1))
+    inventory.load_scripts()
+    inventory._execute = Batcher(client).execute_command  # as in a gevent worker
+    pool = inventory._client.connection_pool
+    held = pool.get_connection()
+    try:
+        calls = [gevent.spawn(inventory.register_outbox, "batching-sale") for _ in range(20)]
+        calls += [
+            gevent.spawn(
+                inventory.record_attempt,
+                "batching-sale",
+                "overloaded",
+                now_ms=0,
+                user_id=f"u{n}",
+                item_id="1",
+                attempt_key=f"k{n}",
+            )
+            for n in range(20)
+        ]
+        gevent.joinall(calls, raise_error=True)
+    finally:
+        pool.release(held)
+    assert len(inventory.read_outbox("batching-sale")) == 20
+    assert "batching-sale" in inventory.registered_sales()
+    client.delete(*client.keys("*batching-sale*"))
+    client.srem(OUTBOX_REGISTRY, "batching-sale")
+
+
+def _script_loads(client: redis.Redis) -> int:
+    return client.info("commandstats").get("cmdstat_script|load", {}).get("calls", 0)

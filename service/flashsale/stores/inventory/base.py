@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import time
 from collections.abc import Callable
 from functools import cache
@@ -62,11 +63,24 @@ def script_text(name: str) -> str:
 
 
 class _Script:
-    """A script's text and the SHA1 Redis knows it by."""
+    """A script's text, the SHA1 Redis knows it by, and how it is loaded again when a Redis
+    (restarted, or new) answers NOSCRIPT."""
 
     def __init__(self, text: str):
         self.script = text
         self.sha = hashlib.sha1(text.encode()).hexdigest()  # noqa: S324 - Redis's own name
+        # A crowd's calls all hear NOSCRIPT at once: one of them loads the script, the others
+        # wait for it (a gevent lock in a worker), instead of a pool connection each.
+        self._lock = threading.Lock()
+        self.loads = 0  # times loaded by this process: read before a call, see load()
+
+    def load(self, server: redis.Redis, before: int) -> None:
+        """Load the script on `server` after a call sent when `loads` was `before` heard
+        NOSCRIPT, unless another caller has loaded it since: then that call's retry finds it."""
+        with self._lock:
+            if self.loads == before:
+                server.script_load(self.script)
+                self.loads += 1
 
 
 def stream_id_after(entry_id: str) -> str:
@@ -137,10 +151,11 @@ class InventoryBase:
     def _eval(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA; a Redis that restarted and forgot the script gets it loaded again."""
         script = self._scripts[name]
+        before = script.loads
         try:
             return self._execute("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:
-            self._servers(keys[0])[0].script_load(script.script)
+            script.load(self._servers(keys[0])[0], before)
             return self._execute("EVALSHA", script.sha, len(keys), *keys, *args)
 
     def shard_tags(self, sale_id: str, shards: int) -> tuple[str, ...]:
@@ -153,7 +168,9 @@ class InventoryBase:
         layout = self._layouts.get(sale_id)
         if layout is not None:
             return layout
-        total, tags = self._client.hmget(keys_for(sale_id).meta, "total", "tags")
+        # Through the round-trips the scripts share: a crowd's first requests all ask at once,
+        # and a connection each from the pool would keep most of them waiting for seconds.
+        total, tags = self._execute("HMGET", keys_for(sale_id).meta, "total", "tags")
         if total is None:
             return SaleLayout(sale_id, 0)
         layout = SaleLayout(sale_id, int(total), tuple(tags.split(",")) if tags else ())
@@ -238,7 +255,7 @@ class InventoryBase:
         if shards is None or shards[0] >= layout.k:
             return layout, layout.home, None
         keys = layout.shards[shards[0]]
-        text = self._client.hget(keys.codes, code)
+        text = self._execute("HGET", keys.codes, code)
         return layout, keys, Claim.decode(text) if text else None
 
     def _record_on(

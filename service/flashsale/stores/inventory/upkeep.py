@@ -250,8 +250,9 @@ class Upkeep(InventoryBase):
         return any(pipe.execute())
 
     def register_outbox(self, sale_id: str) -> None:
-        """Before a sale's outbox gets its first record, the sweep must know it exists."""
-        self._client.sadd(OUTBOX_REGISTRY, sale_id)
+        """Before a sale's outbox gets its first record, the sweep must know it exists. Every
+        worker's first requests of a sale ask at once: they share a round-trip."""
+        self._execute("SADD", OUTBOX_REGISTRY, sale_id)
 
     def registered_sales(self) -> set[str]:
         return self._client.smembers(OUTBOX_REGISTRY)
