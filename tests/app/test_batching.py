@@ -108,19 +108,7 @@ def test_a_crowd_that_hears_noscript_loads_the_script_once(
     inventory._execute = Batcher(client).execute_command  # as in a gevent worker
     client.script_flush()
     loads_before = _script_loads(client)
-    calls = [
-        gevent.spawn(
-            inventory.record_attempt,
-            "batching-sale",
-            "overloaded",
-            now_ms=0,
-            user_id=f"u{n}",
-            item_id="1",
-            attempt_key=f"k{n}",
-        )
-        for n in range(40)
-    ]
-    gevent.joinall(calls, raise_error=True)
+    gevent.joinall(_records(inventory, 40), raise_error=True)
     assert _script_loads(client) - loads_before == 1
     outbox = inventory.read_outbox("batching-sale")
     assert sorted(entry.attempt_key for entry in outbox) == sorted(f"k{n}" for n in range(40))
@@ -141,25 +129,29 @@ def test_the_first_calls_of_a_sale_share_round_trips_not_the_pool(
     held = pool.get_connection()
     try:
         calls = [gevent.spawn(inventory.register_outbox, "batching-sale") for _ in range(20)]
-        calls += [
-            gevent.spawn(
-                inventory.record_attempt,
-                "batching-sale",
-                "overloaded",
-                now_ms=0,
-                user_id=f"u{n}",
-                item_id="1",
-                attempt_key=f"k{n}",
-            )
-            for n in range(20)
-        ]
-        gevent.joinall(calls, raise_error=True)
+        gevent.joinall([*calls, *_records(inventory, 20)], raise_error=True)
     finally:
         pool.release(held)
     assert len(inventory.read_outbox("batching-sale")) == 20
     assert "batching-sale" in inventory.registered_sales()
     client.delete(*client.keys("*batching-sale*"))
     client.srem(OUTBOX_REGISTRY, "batching-sale")
+
+
+def _records(inventory: Inventory, count: int) -> list[gevent.Greenlet]:
+    """`count` greenlets, each recording a shed checkout of the test's sale at once."""
+    return [
+        gevent.spawn(
+            inventory.record_attempt,
+            "batching-sale",
+            "overloaded",
+            now_ms=0,
+            user_id=f"u{n}",
+            item_id="1",
+            attempt_key=f"k{n}",
+        )
+        for n in range(count)
+    ]
 
 
 def _script_loads(client: redis.Redis) -> int:
