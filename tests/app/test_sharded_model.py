@@ -84,10 +84,9 @@ class ShardedMachine(RedisMachine):
                 keys.user(user),
                 keys.outbox,
                 keys.user_bucket(user),
-                keys.ip_bucket(""),
                 keys.raises,
             ],
-            [user, item, self.now, TTL_MS, 0, 0, "", self._key(), no_deadline(), "1", ""],
+            [user, item, self.now, TTL_MS, 0, "", self._key(), no_deadline(), "1", ""],
         )
 
     @rule(code=codes)
@@ -112,7 +111,7 @@ class ShardedMachine(RedisMachine):
         if claim is None or self._shards(code)[0] == self._shards(code)[1]:
             return multiple()
         item, user = claim
-        step = self.inventory._raise(self.layout, code, user, item, self.now, 0, "", no_deadline())
+        step = self.inventory._raise(self.layout, code, user, item, self.now, 0, no_deadline())
         return multiple() if step is not None else (code, user, item)
 
     @rule(raise_=consumes(raised))
@@ -125,7 +124,7 @@ class ShardedMachine(RedisMachine):
             # deadline, so the item step would have answered `late`.
             return
         answer = self.inventory._sell_raised(
-            self.layout, code, user, item, self.now, "", no_deadline(), ""
+            self.layout, self._shards(code)[0], code, user, item, self.now, "", no_deadline(), ""
         )
         if answer.kind == "sold":
             self.stamps[code] = answer.at_ms

@@ -10,7 +10,8 @@ ItemStock = Literal["available", "reserved", "sold"]
 
 class CheckoutAnswer(NamedTuple):
     """checkout.lua's decision. `sale_id` is the sale the attempt was filed under ('' if none).
-    `late`: Redis ran it after the caller's deadline, so it decided and recorded nothing."""
+    The outcome `late`: Redis ran a script after the caller's deadline, so it recorded nothing;
+    on a sharded sale the user's step may have taken a limit token already, which expires."""
 
     outcome: str
     code: str
@@ -23,7 +24,8 @@ class PurchaseAnswer(NamedTuple):
     """purchase.lua's decision: `kind` is sold (now; `at_ms` is also its pending stamp), repeat
     (sold before under this code), sale_missing (Redis does not hold the sale), forbidden (held
     by another user than the requester), rate_limited, code_not_found, code_expired, or late
-    (run after the caller's deadline: nothing done)."""
+    (run after the caller's deadline, so not sold; on a sharded sale the user's step may have
+    raised the item already, which the sweeper settles)."""
 
     kind: str
     item_id: str = ""

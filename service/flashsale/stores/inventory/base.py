@@ -46,7 +46,6 @@ _SCRIPTS = (
 )
 _REQUIRES = re.compile(r"^-- requires: (.+)$", re.MULTILINE)
 _CHUNK = 1000  # fields per command when a sale is loaded
-_MISSING = "\0"  # record_attempt.lua's stand-in for a parameter the request did not have
 # How long a pod trusts what it heard about a shard being sold out (it can go back, rarely: a
 # purchase voided past the grace frees its item).
 _SOLD_OUT_FOR = 1.0
@@ -245,39 +244,23 @@ class InventoryBase:
         keys = layout.shards[layout.address_shard(client_ip)]
         return int(self._eval("rate_limit", [keys.ip_bucket(client_ip)], [rate, now_ms]))
 
-    def _code_layout(self, sale_id: str, code: str) -> tuple[SaleLayout, SaleKeys, Claim | None]:
-        """The layout of the code's sale, the keys of its item's shard, and its claim (read only
-        for a sharded sale, whose other steps need the user)."""
+    def _code_layout(
+        self, sale_id: str, code: str
+    ) -> tuple[SaleLayout, SaleKeys, Claim | None, bool]:
+        """The layout of the code's sale, the keys of its item's shard, its claim (read only for
+        a sharded sale, whose other steps need the user), and whether the user's keys live on
+        that shard too (the scripts then update the user's set themselves)."""
         layout = self.layout(sale_id)
         if layout.k == 1:
-            return layout, layout.home, None
+            return layout, layout.home, None, True
         shards = code_shards(code)
         if shards is None or shards[0] >= layout.k:
-            return layout, layout.home, None
+            return layout, layout.home, None, True
         keys = layout.shards[shards[0]]
         text = self._execute("HGET", keys.codes, code)
-        return layout, keys, Claim.decode(text) if text else None
-
-    def _record_on(
-        self,
-        keys: SaleKeys,
-        outcome: str,
-        now_ms: int,
-        user_id: str | None,
-        item_id: str | None,
-        attempt_key: str,
-    ) -> None:
-        self._eval(
-            "record_attempt",
-            [keys.meta, keys.outbox],
-            [
-                outcome,
-                now_ms,
-                _MISSING if user_id is None else user_id,
-                _MISSING if item_id is None else item_id,
-                attempt_key,
-            ],
-        )
+        claim = Claim.decode(text) if text else None
+        user_here = claim is None or layout.user_shard(claim.user_id) == shards[0]
+        return layout, keys, claim, user_here
 
 
 def chunks(pairs: list, size: int = _CHUNK) -> list[list]:

@@ -50,10 +50,7 @@ def shard_tags(client: Any, sale_id: str, k: int) -> tuple[str, ...]:
         return ()
     if not is_cluster(client):
         return tuple(str(n) for n in range(k))
-    owners = {}
-    for node in client.get_primaries():
-        owners[node.name] = node
-    order = sorted(owners)
+    order = sorted({node.name for node in client.get_primaries()})
     wanted = [order[n % len(order)] for n in range(k)]
     chosen: list[str] = []
     suffix = 0

@@ -17,7 +17,10 @@ from flashsale.stores.inventory.base import (
     InventoryBase,
     code_shards,
 )
+from flashsale.stores.inventory.codec import Claim
 from flashsale.stores.inventory.keys import SaleKeys, SaleLayout, keys_for
+
+_MISSING = "\0"  # record_attempt.lua's stand-in for a parameter the request did not have
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,8 @@ class Decisions(InventoryBase):
         seen_open: bool = False,
     ) -> CheckoutAnswer:
         """Decide and record one checkout, as the attempt `attempt_key`, unless Redis's clock is
-        past `deadline_ms` when it runs (answer `late`: nothing decided, nothing recorded).
+        past `deadline_ms` when it runs (outcome `late`: nothing recorded; on a sharded sale the
+        user's step may have taken a limit token already, which expires).
         `seen_open`: the caller saw the sale open, so its absence means Redis lost it."""
         ask = _Checkout(
             sale_id,
@@ -127,7 +131,7 @@ class Decisions(InventoryBase):
         if ask.ip_rate:  # the address's bucket lives on its own shard: spend it first
             wait = self._take_address_token(layout, ask.client_ip, ask.ip_rate, ask.now_ms)
             if wait:
-                return self._checkout_refused(layout, user_shard, ask, "rate_limited", wait)
+                return self._checkout_refused(ask, "rate_limited", wait)
             ask = replace(ask, ip_rate=0)
         if item_shard == user_shard:
             others = self._all_sold_out(layout, but=item_shard)
@@ -144,7 +148,6 @@ class Decisions(InventoryBase):
                 user_keys.user(ask.user_id),
                 user_keys.outbox,
                 user_keys.user_bucket(ask.user_id),
-                user_keys.ip_bucket(ask.client_ip),
                 user_keys.raises,
             ],
             [
@@ -153,7 +156,6 @@ class Decisions(InventoryBase):
                 ask.now_ms,
                 ask.ttl_ms,
                 ask.user_rate,
-                ask.ip_rate,
                 ask.seen_open,
                 ask.attempt_key,
                 ask.deadline_ms,
@@ -192,13 +194,16 @@ class Decisions(InventoryBase):
                 self._set_token(layout, ask.user_id, ask.item_id, "", expected=expires)
         return CheckoutAnswer(outcome, code, int(until), 0, filed_under)
 
-    def _checkout_refused(
-        self, layout: SaleLayout, shard: int, ask: _Checkout, outcome: str, retry_ms: int
-    ) -> CheckoutAnswer:
+    def _checkout_refused(self, ask: _Checkout, outcome: str, retry_ms: int) -> CheckoutAnswer:
         """A refusal the pod decided (the address's bucket was empty), recorded in the user's
-        shard's outbox."""
-        self._record_on(
-            layout.shards[shard], outcome, ask.now_ms, ask.user_id, ask.item_id, ask.attempt_key
+        shard's outbox (record_attempt picks it from the sale's kept layout)."""
+        self.record_attempt(
+            ask.sale_id,
+            outcome,
+            now_ms=ask.now_ms,
+            user_id=ask.user_id,
+            item_id=ask.item_id,
+            attempt_key=ask.attempt_key,
         )
         return CheckoutAnswer(outcome, "", 0, retry_ms, ask.sale_id)
 
@@ -272,7 +277,7 @@ class Decisions(InventoryBase):
                 if wait
                 else PurchaseAnswer("code_not_found")
             )
-        item_id, user_id = claim.split(" ")[:2]
+        item_id, user_id, _, _ = Claim.decode(claim)
         if layout.user_shard(user_id) != shards[1]:
             return PurchaseAnswer("code_not_found")  # a made-up code
         if requester and requester != user_id:
@@ -294,13 +299,11 @@ class Decisions(InventoryBase):
                 user_here=True,
                 heard=(layout, item_shard),
             )
-        step = self._raise(
-            layout, code, user_id, item_id, now_ms, user_rate, client_ip, deadline_ms
-        )
+        step = self._raise(layout, code, user_id, item_id, now_ms, user_rate, deadline_ms)
         if step is not None:
             return step
         return self._sell_raised(
-            layout, code, user_id, item_id, now_ms, client_ip, deadline_ms, requester
+            layout, item_shard, code, user_id, item_id, now_ms, client_ip, deadline_ms, requester
         )
 
     def _raise(
@@ -311,7 +314,6 @@ class Decisions(InventoryBase):
         item_id: str,
         now_ms: int,
         user_rate: float,
-        client_ip: str,
         deadline_ms: int,
     ) -> PurchaseAnswer | None:
         """The user's step of a purchase across shards (purchase_user.lua): the user's bucket,
@@ -322,11 +324,10 @@ class Decisions(InventoryBase):
             [
                 keys.user(user_id),
                 keys.user_bucket(user_id),
-                keys.ip_bucket(client_ip),
                 keys.raising,
                 keys.raises,
             ],
-            [code, item_id, now_ms, user_rate, 0, deadline_ms, user_id],
+            [code, item_id, now_ms, user_rate, deadline_ms, user_id],
         )
         if step == "late":
             return PurchaseAnswer("late")
@@ -337,6 +338,7 @@ class Decisions(InventoryBase):
     def _sell_raised(
         self,
         layout: SaleLayout,
+        item_shard: int,
         code: str,
         user_id: str,
         item_id: str,
@@ -347,9 +349,6 @@ class Decisions(InventoryBase):
     ) -> PurchaseAnswer:
         """The item's step of a purchase across shards (purchase.lua), then the end of the
         user's raise with its answer; on `late` the sweeper ends it."""
-        shards = code_shards(code)
-        assert shards is not None  # the caller read the code's claim
-        item_shard = shards[0]
         answer = self._purchase_script(
             layout.shards[item_shard],
             code,
@@ -428,8 +427,7 @@ class Decisions(InventoryBase):
     def revert(self, sale_id: str, code: str, stamp: int) -> bool:
         """The request that sold a purchase undoes it (PostgreSQL surely did not record it),
         unless a retry touched it since (revert.lua). Returns whether it did."""
-        layout, keys, claim = self._code_layout(sale_id, code)
-        user_here = claim is None or layout.user_shard(claim.user_id) == layout.shards.index(keys)
+        layout, keys, claim, user_here = self._code_layout(sale_id, code)
         reverted = bool(
             self._eval(
                 "revert",
@@ -451,8 +449,7 @@ class Decisions(InventoryBase):
     def release(self, sale_id: str, code: str) -> bool:
         """The code's hold on its item goes: a reservation nobody was told of, or a purchase
         voided in PostgreSQL (release.lua). Returns whether it did."""
-        layout, keys, claim = self._code_layout(sale_id, code)
-        user_here = claim is None or layout.user_shard(claim.user_id) == layout.shards.index(keys)
+        layout, keys, claim, user_here = self._code_layout(sale_id, code)
         user_id = self._eval(
             "release",
             [keys.meta, keys.items, keys.codes, keys.reserved, keys.pending, keys.history],
@@ -501,4 +498,14 @@ class Decisions(InventoryBase):
         keys = layout.home
         if layout.k > 1 and user_id is not None:
             keys = layout.shards[layout.user_shard(user_id)]
-        self._record_on(keys, outcome, now_ms, user_id, item_id, attempt_key)
+        self._eval(
+            "record_attempt",
+            [keys.meta, keys.outbox],
+            [
+                outcome,
+                now_ms,
+                _MISSING if user_id is None else user_id,
+                _MISSING if item_id is None else item_id,
+                attempt_key,
+            ],
+        )

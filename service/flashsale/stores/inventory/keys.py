@@ -40,9 +40,7 @@ class SaleKeys:
 
     def __init__(self, sale_id: str, shard_tag: str = ""):
         self.sale_id = sale_id
-        self.shard_tag = shard_tag
         tag = f"sale:{sale_id}/{shard_tag}" if shard_tag else f"sale:{sale_id}"
-        self.tag = tag
         self.prefix = prefix = f"fs:{{{tag}}}:"
         self.meta = prefix + "meta"
         self.items = prefix + "items"

@@ -35,10 +35,9 @@ class Queues(InventoryBase):
     ) -> QueuePlace:
         """Join the sale's queue, or find the user's ticket again (queue_join.lua)."""
         keys = keys_for(sale_id)
-        wait = self._spend_address_first(sale_id, client_ip, ip_rate, now_ms)
+        wait, ip_rate = self._spend_address_first(sale_id, client_ip, ip_rate, now_ms)
         if wait:
             return QueuePlace("rate_limited", "", user_id, None, False, wait, 0, 0)
-        ip_rate = ip_rate if self.layout(sale_id).k == 1 else 0
         return queue_place(
             self._eval(
                 "queue_join",
@@ -79,10 +78,9 @@ class Queues(InventoryBase):
     ) -> QueuePlace:
         """Where a ticket stands, and its pass's expiry once admitted (queue_ticket.lua)."""
         keys = keys_for(sale_id)
-        wait = self._spend_address_first(sale_id, client_ip, ip_rate, now_ms)
+        wait, ip_rate = self._spend_address_first(sale_id, client_ip, ip_rate, now_ms)
         if wait:
             return QueuePlace("rate_limited", ticket, "", None, False, wait, 0, 0)
-        ip_rate = ip_rate if self.layout(sale_id).k == 1 else 0
         return queue_place(
             self._eval(
                 "queue_ticket",
@@ -100,14 +98,19 @@ class Queues(InventoryBase):
 
     def _spend_address_first(
         self, sale_id: str, client_ip: str, rate: float, now_ms: int | None
-    ) -> int:
-        """A sharded sale's address bucket lives on its own shard, not with the queue's keys:
-        spend it first (0 when it let the request through, or a one-tag sale)."""
+    ) -> tuple[int, float]:
+        """(ms to wait, else 0; the address rate the queue's script applies). A sharded sale's
+        address bucket lives on its own shard, not with the queue's keys: it is spent here
+        first and the script's is off. The layout is looked up once, and only for a rate."""
+        if not rate:
+            return 0, rate
         layout = self.layout(sale_id)
-        if layout.k == 1 or not rate or not client_ip:
-            return 0
+        if layout.k == 1:
+            return 0, rate
+        if not client_ip:
+            return 0, 0
         now = int(time.time() * 1000) if now_ms is None else now_ms
-        return self._take_address_token(layout, client_ip, rate, now)
+        return self._take_address_token(layout, client_ip, rate, now), 0
 
     def queue_length(
         self, sale_id: str, *, now_ms: int | None, window_ms: tuple[int, int], rate_milli: int

@@ -19,7 +19,14 @@ from flashsale.stores.inventory.base import (
     chunks,
     stream_id_after,
 )
-from flashsale.stores.inventory.codec import RESERVED, SOLD, Claim, ItemState, history_bucket
+from flashsale.stores.inventory.codec import (
+    FREE,
+    RESERVED,
+    SOLD,
+    Claim,
+    ItemState,
+    history_bucket,
+)
 from flashsale.stores.inventory.keys import OUTBOX_REGISTRY, SaleKeys, SaleLayout, keys_for
 
 
@@ -108,11 +115,9 @@ class Upkeep(InventoryBase):
     ) -> bool:
         keys = layout.shards[shard]
         mine = [p for p in sold if layout.item_shard(p.item_id) == shard]
-        states = {
-            str(n): ItemState("-").encode()
-            for n in range(1, sale.total_items + 1)
-            if layout.item_shard(str(n)) == shard
-        }
+        # Ids shard + 1, shard + 1 + K, ...: the ones item_shard deals here, all free at first.
+        free = ItemState(FREE).encode()
+        states = dict.fromkeys(map(str, range(shard + 1, sale.total_items + 1, layout.k)), free)
         codes = {
             code: Claim(item, user, 0).encode()
             for code, (item, user) in issued.items()

@@ -2,19 +2,19 @@
 -- the item lives on another (checkout_item.lua is the other half, run next).
 -- requires: token_bucket item_state raises
 --
--- It applies what the user's shard can decide, in the error table's order (rate limit, sale
--- open, item id, sold out as the caller knows it, the user's limit) and records a refusal in
--- its outbox. Otherwise it takes a limit token first: the item goes into the user's set scored
--- by the expiry the reservation will have, so the limit counts it before the item step can
--- reserve it (over-count first: a crash between the steps leaves a token that expires, never a
--- reservation the limit does not see). The caller releases the token only on a definite refusal
--- of the item step, never on a timeout.
+-- It applies what the user's shard can decide, in the error table's order (the user's rate
+-- limit, the address's being spent by the caller on its own shard first; sale open, item id,
+-- sold out as the caller knows it, the user's limit) and records a refusal in its outbox.
+-- Otherwise it takes a limit token first: the item goes into the user's set scored by the expiry
+-- the reservation will have, so the limit counts it before the item step can reserve it
+-- (over-count first: a crash between the steps leaves a token that expires, never a reservation
+-- the limit does not see). The caller releases the token only on a definite refusal of the item
+-- step, never on a timeout.
 local meta_key    = KEYS[1]  -- hash: this shard's meta (sale_id, starts_ms, ends_ms, limit, ...)
 local user_key    = KEYS[2]  -- zset: this user's items scored by expiry, "inf" once bought
 local outbox_key  = KEYS[3]  -- stream: checkout attempts waiting to be drained into PostgreSQL
 local user_bucket = KEYS[4]  -- string: token bucket of this user_id
-local ip_bucket   = KEYS[5]  -- string: token bucket of this client address (when on this shard)
-local raises_key  = KEYS[6]  -- hash: "<user_id> <item_id>" -> open raises, score (raises.lua)
+local raises_key  = KEYS[5]  -- hash: "<user_id> <item_id>" -> open raises, score (raises.lua)
 
 local user_id     = ARGV[1]
 local item_id     = ARGV[2]
@@ -22,12 +22,11 @@ local now_text    = ARGV[3]              -- ms since the epoch
 local now         = tonumber(now_text)
 local ttl         = tonumber(ARGV[4])    -- ms a reservation lasts
 local user_rate   = tonumber(ARGV[5])    -- requests per second per user, 0 = off
-local ip_rate     = tonumber(ARGV[6])    -- requests per second per client address, 0 = off
-local seen_open   = ARGV[7]              -- this sale's id if the caller saw it open, else ''
-local key         = ARGV[8]              -- the attempt's name, chosen by the pod
-local deadline    = ARGV[9]              -- ms: past it by Redis's clock the caller gave up
-local item_exists = ARGV[10] == '1'      -- the item id names an item of the sale
-local sold_out    = ARGV[11] == '1'      -- every shard is sold out, as far as the caller knows
+local seen_open   = ARGV[6]              -- this sale's id if the caller saw it open, else ''
+local key         = ARGV[7]              -- the attempt's name, chosen by the pod
+local deadline    = ARGV[8]              -- ms: past it by Redis's clock the caller gave up
+local item_exists = ARGV[9] == '1'       -- the item id names an item of the sale
+local sold_out    = ARGV[10] == '1'      -- every shard is sold out, as far as the caller knows
 
 if deadline_passed(deadline) then
   return {'late', 0, 0, ''}
@@ -43,9 +42,6 @@ local function refuse(outcome, retry_ms)
 end
 
 local wait = take_token(user_bucket, user_rate, now)
-if wait == 0 then
-  wait = take_token(ip_bucket, ip_rate, now)
-end
 if wait > 0 then
   return refuse('rate_limited', wait)
 end

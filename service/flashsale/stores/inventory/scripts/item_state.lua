@@ -11,7 +11,7 @@
 -- size = the period / 360 rounded up to whole seconds, at least 1 s.
 --
 -- deadline_passed(deadline_ms): whether Redis's own clock is past the caller's deadline. A
--- script that writes checks it first and writes nothing when it is: the caller has given up
+-- script that decides checks it first and writes nothing when it is: the caller has given up
 -- and answered `unavailable` (and recorded that), so the call must not be decided after all.
 
 -- kind ('R' or 'S', nil when free or missing), the time, the holder and the code of a state.

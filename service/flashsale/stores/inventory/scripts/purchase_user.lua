@@ -7,25 +7,20 @@
 -- requires: token_bucket item_state raises
 local user_key    = KEYS[1]  -- zset: this user's items scored by expiry, "inf" once bought
 local user_bucket = KEYS[2]  -- string: token bucket of this user_id
-local ip_bucket   = KEYS[3]  -- string: token bucket of this client address (when on this shard)
-local raising_key = KEYS[4]  -- zset: "<code> <user_id> <item_id>" -> ms its raise opened
-local raises_key  = KEYS[5]  -- hash: "<user_id> <item_id>" -> open raises, score (raises.lua)
+local raising_key = KEYS[3]  -- zset: "<code> <user_id> <item_id>" -> ms its raise opened
+local raises_key  = KEYS[4]  -- hash: "<user_id> <item_id>" -> open raises, score (raises.lua)
 
 local code      = ARGV[1]
 local item_id   = ARGV[2]
 local now       = tonumber(ARGV[3])     -- ms since the epoch
 local user_rate = tonumber(ARGV[4])     -- requests per second per user, 0 = off
-local ip_rate   = tonumber(ARGV[5])     -- requests per second per client address, 0 = off
-local deadline  = ARGV[6]               -- ms: past it by Redis's clock the caller gave up
-local user_id   = ARGV[7]
+local deadline  = ARGV[5]               -- ms: past it by Redis's clock the caller gave up
+local user_id   = ARGV[6]
 
 if deadline_passed(deadline) then
   return 'late'
 end
 local wait = take_token(user_bucket, user_rate, now)
-if wait == 0 then
-  wait = take_token(ip_bucket, ip_rate, now)
-end
 if wait > 0 then
   return {'rate_limited', wait}
 end

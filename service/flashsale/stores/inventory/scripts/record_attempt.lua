@@ -3,7 +3,6 @@
 -- moment, if any. It carries no deadline, unlike the scripts that decide: its outcome is fixed
 -- already, so when Redis runs it after its caller gave up and wrote the row straight into
 -- PostgreSQL, the drain finds that row under the same name and time and adds nothing.
--- requires: item_state
 local meta_key   = KEYS[1]  -- hash: sale_id, starts_ms, ends_ms of this period's sale
 local outbox_key = KEYS[2]  -- stream: checkout attempts waiting to be drained into PostgreSQL
 
