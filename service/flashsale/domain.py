@@ -64,6 +64,12 @@ def parse_count(value: object) -> int | None:
     return None
 
 
+def retry_seconds(ms: int) -> int:
+    """Milliseconds as the whole seconds of a Retry-After header: rounded up, at least 1 (a 0
+    would tell a client to retry at once)."""
+    return max(1, -(-ms // 1000))
+
+
 def printable(value: object, limit: int = 256) -> str | None:
     """What we keep of a raw parameter: text PostgreSQL accepts, bounded in size."""
     if value is None:

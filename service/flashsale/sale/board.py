@@ -65,17 +65,18 @@ class Board:
         self._kept = (key, time.monotonic(), answer)
         return answer
 
-    def stock(self, page: dict[str, Any], now_ms: int) -> dict[str, Any]:
-        """The state of each item of an item page (GET /sale/items), the same page's ids."""
-        ids = [item["id"] for item in page["items"]]
+    def stock(
+        self, sale_id: str, ids: list[str], next_cursor: str | None, now_ms: int
+    ) -> dict[str, Any]:
+        """The state of each item of a page of GET /sale/items (its ids and next cursor)."""
         try:
-            states = self._inventory.stock(page["sale_id"], ids, now_ms)
+            states = self._inventory.stock(sale_id, ids, now_ms)
         except InventoryError:
             raise SaleError("unavailable") from None
         if states is None:  # the sale is in PostgreSQL, not (yet again) in Redis
             raise SaleError("unavailable")
         return {
-            "sale_id": page["sale_id"],
+            "sale_id": sale_id,
             "items": [{"id": item_id, "state": states[item_id]} for item_id in ids],
-            "next_cursor": page["next_cursor"],
+            "next_cursor": next_cursor,
         }

@@ -16,7 +16,16 @@ from typing import Any
 
 from flashsale import catalog, domain
 from flashsale.config import Settings
-from flashsale.domain import ANONYMOUS, Caller, Purchase, Reservation, Sale, SaleError, printable
+from flashsale.domain import (
+    ANONYMOUS,
+    Caller,
+    Purchase,
+    Reservation,
+    Sale,
+    SaleError,
+    printable,
+    retry_seconds,
+)
 from flashsale.metrics import CHECKOUTS, PURCHASES
 from flashsale.sale.board import Board
 from flashsale.sale.load import Load
@@ -33,9 +42,9 @@ _STORE_ERRORS = (InventoryError, DatabaseError)
 NO_SALE_RETRY_SECONDS = 5
 
 
-def _seconds(ms: int) -> int:
-    """Milliseconds as the whole seconds of a Retry-After header: rounded up, at least 1."""
-    return max(1, -(-ms // 1000))
+def _malformed(name: str) -> SaleError:
+    """`invalid_request` for a parameter that is no token: one wording for every route."""
+    return SaleError("invalid_request", f"`{name}` must be 1-64 characters of A-Z a-z 0-9 _ . -")
 
 
 class SaleService:
@@ -60,7 +69,7 @@ class SaleService:
         # lost it (a restore is under way) and the answer is `unavailable`, not `no_active_sale`.
         self._seen_open: set[str] = set()
         self._sales: dict[str, Sale] = {}
-        # A script that writes carries a deadline this far ahead: the client gives up on Redis
+        # A script that decides carries a deadline this far ahead: the client gives up on Redis
         # only after its socket timeout, so the script refuses to run once the client may have
         # given up, with half the timeout to spare for clocks that disagree.
         self._redis_budget_ms = max(1, int(settings.redis_timeout * 1000) // 2)
@@ -85,7 +94,7 @@ class SaleService:
         """No sale is open: this period's is due any moment (an opener running late, a restore
         under way), else the next period's. Retry soon, and no later than the next period."""
         period_ms = self.settings.period * 1000
-        return min(NO_SALE_RETRY_SECONDS, _seconds(period_ms - now_ms % period_ms))
+        return min(NO_SALE_RETRY_SECONDS, retry_seconds(period_ms - now_ms % period_ms))
 
     # --- the per-address limit of the reads --------------------------------------------------
 
@@ -105,7 +114,7 @@ class SaleService:
         except InventoryError:
             return
         if wait > 0:
-            raise SaleError("rate_limited", retry_after=_seconds(wait))
+            raise SaleError("rate_limited", retry_after=retry_seconds(wait))
 
     # --- checkout ---------------------------------------------------------------------------
 
@@ -124,14 +133,10 @@ class SaleService:
         # The attempt's name, before any store decides it: whichever way its row is written
         # (the outbox, or straight into PostgreSQL), it is one row.
         attempt = domain.new_attempt_key()
-        # With identity on, a missing user_id is the identity's (checked just below).
-        user_ok = domain.valid_token(user_id) or (user_id is None and self._identity_on)
+        user_ok = self._user_id_ok(user_id)
         if not user_ok or not domain.valid_token(item_id):
-            bad = "user_id" if not user_ok else "id"
             self._record_elsewhere(sale_id, attempt, "invalid_request", now, user_id, item_id)
-            raise SaleError(
-                "invalid_request", f"`{bad}` must be 1-64 characters of A-Z a-z 0-9 _ . -"
-            )
+            raise _malformed("user_id" if not user_ok else "id")
         try:  # what a pod refuses without a store, in the error table's order
             user_id = self._identify(user_id, caller)
             self._check_pass(user_id, sale_id, caller, now)
@@ -170,12 +175,17 @@ class SaleService:
             return Reservation(answer.code, answer.sale_id, item_id, answer.expires_ms)
         retry_after = None
         if answer.outcome == "rate_limited":
-            retry_after = _seconds(answer.retry_ms)
+            retry_after = retry_seconds(answer.retry_ms)
         elif answer.outcome == "no_active_sale":
             retry_after = (
-                _seconds(answer.retry_ms) if answer.retry_ms else self.retry_after_no_sale(now)
+                retry_seconds(answer.retry_ms) if answer.retry_ms else self.retry_after_no_sale(now)
             )
         raise SaleError(answer.outcome, retry_after=retry_after)
+
+    def _user_id_ok(self, user_id: Any) -> bool:
+        """A well-formed user_id; with identity on, a missing one is the identity's (checked
+        by _identify)."""
+        return domain.valid_token(user_id) or (user_id is None and self._identity_on)
 
     def _identify(self, user_id: Any, caller: Caller) -> Any:
         """The user a request acts for (FLASHSALE_AUTH): `unauthenticated` or `forbidden`.
@@ -275,11 +285,8 @@ class SaleService:
     def join_queue(self, user_id: Any, caller: Caller = ANONYMOUS) -> QueueTicket:
         """POST /queue: a checkout's checks, in its order, then the queue taking joins now."""
         now = self.now_ms()
-        # With identity on, a missing user_id is the identity's, as for a checkout.
-        if not (domain.valid_token(user_id) or (user_id is None and self._identity_on)):
-            raise SaleError(
-                "invalid_request", "`user_id` must be 1-64 characters of A-Z a-z 0-9 _ . -"
-            )
+        if not self._user_id_ok(user_id):
+            raise _malformed("user_id")
         user_id = self._identify(user_id, caller)
         self._check_load()
         return self.waiting_room.join(
@@ -339,7 +346,7 @@ class SaleService:
             self.admit(caller)  # a code naming a sale Redis does not hold costs PostgreSQL
             return self._purchase_from_records(code, sale_id, now, requester)
         if answer.kind == "rate_limited":
-            raise SaleError(answer.kind, retry_after=_seconds(answer.retry_ms))
+            raise SaleError(answer.kind, retry_after=retry_seconds(answer.retry_ms))
         if answer.kind in ("forbidden", "code_not_found", "code_expired"):
             raise SaleError(answer.kind)
         purchase = Purchase(sale_id, answer.item_id, answer.user_id, code, answer.at_ms)
@@ -468,7 +475,19 @@ class SaleService:
     def items_page(
         self, limit: int, cursor: str | None, caller: Caller = ANONYMOUS
     ) -> dict[str, Any]:
-        """Items in position order; the cursor is the next position, bound to its sale. The
+        """GET /sale/items: items in position order (see _page)."""
+        sale, start, stop, next_cursor = self._page(limit, cursor, caller)
+        items = [
+            {"id": item_id, "name": name, "image_url": path}
+            for item_id, _, name, path in catalog.items_of(sale, start, stop)
+        ]
+        return {"sale_id": sale.sale_id, "items": items, "next_cursor": next_cursor}
+
+    def _page(
+        self, limit: int, cursor: str | None, caller: Caller
+    ) -> tuple[Sale, int, int, str | None]:
+        """The open sale, the positions start..stop-1 of a page and its next cursor, shared by
+        the items and their stock. The cursor is the next position, bound to its sale. The
         address's token is spent after the parameters are checked: `invalid_request` (of an
         open sale's cursor) comes before `overloaded` and `rate_limited`, which come before
         `no_active_sale`."""
@@ -489,12 +508,8 @@ class SaleService:
         if not spent:
             self.admit(caller)
         stop = start + limit
-        items = [
-            {"id": item_id, "name": name, "image_url": path}
-            for item_id, _, name, path in catalog.items_of(sale, start, stop)
-        ]
         next_cursor = f"{sale.sale_id}:{stop}" if stop <= sale.total_items else None
-        return {"sale_id": sale.sale_id, "items": items, "next_cursor": next_cursor}
+        return sale, start, stop, next_cursor
 
     def history(self, caller: Caller = ANONYMOUS) -> dict[str, Any]:
         """GET /sale/history: the open sale's sold count since it opened (board.py)."""
@@ -506,8 +521,11 @@ class SaleService:
         return answer
 
     def stock(self, limit: int, cursor: str | None, caller: Caller = ANONYMOUS) -> dict[str, Any]:
-        """GET /sale/stock: the state of each item of a page of /sale/items (board.py)."""
-        return self.board.stock(self.items_page(limit, cursor, caller), self.now_ms())
+        """GET /sale/stock: the state of each item of a page of /sale/items (board.py). Only
+        the ids: no name nor image path is built for a page of states."""
+        sale, start, stop, next_cursor = self._page(limit, cursor, caller)
+        ids = [catalog.item_id_at(p) for p in range(start, min(stop, sale.total_items + 1))]
+        return self.board.stock(sale.sale_id, ids, next_cursor, self.now_ms())
 
     def item_image(self, sale_id: str, item_id: str, caller: Caller = ANONYMOUS) -> str:
         """An item's picture; a sale only PostgreSQL can tell about costs an address token."""

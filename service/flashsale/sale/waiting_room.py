@@ -32,7 +32,7 @@ from typing import Any
 
 from flashsale import domain
 from flashsale.config import Settings
-from flashsale.domain import SaleError, rfc3339
+from flashsale.domain import SaleError, retry_seconds, rfc3339
 from flashsale.metrics import QUEUE_ADMITTED
 from flashsale.sale import passes
 from flashsale.sale.keeper import KEEP_AFTER_END_MS
@@ -41,12 +41,6 @@ from flashsale.stores.inventory import Inventory, InventoryError, QueuePlace
 # The longest Retry-After a ticket is told: a client far back still checks in once a minute.
 RETRY_AFTER_MAX = 60
 _DRAW_BITS = 52  # a sorted set's score is a double: integers below 2^53 are exact
-
-
-def _seconds(ms: int, cap: int | None = None) -> int:
-    """Milliseconds as whole seconds, rounded up, at least 1 (and at most `cap`)."""
-    seconds = max(1, -(-ms // 1000))
-    return seconds if cap is None else min(seconds, cap)
 
 
 @dataclass(frozen=True)
@@ -168,7 +162,7 @@ class WaitingRoom:
         if place.newly:
             QUEUE_ADMITTED.inc(place.newly)
         if place.outcome == "rate_limited":
-            raise SaleError("rate_limited", retry_after=_seconds(place.wait_ms))
+            raise SaleError("rate_limited", retry_after=retry_seconds(place.wait_ms))
         return place
 
     def _ticket(self, sale_id: str, place: QueuePlace) -> QueueTicket:
@@ -180,7 +174,7 @@ class WaitingRoom:
             sale_id=sale_id,
             position=place.position,
             admitted=place.admitted,
-            retry_after=0 if place.admitted else _seconds(place.wait_ms, RETRY_AFTER_MAX),
+            retry_after=0 if place.admitted else min(retry_seconds(place.wait_ms), RETRY_AFTER_MAX),
             admission_pass=admission_pass,
             pass_expires_ms=place.pass_until_ms or None,
         )

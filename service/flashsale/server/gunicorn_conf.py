@@ -23,7 +23,8 @@ from flashsale.web.errors import error_body
 _settings = Settings.from_env()
 
 # A pod serves its network (HOST narrows it, as `flashsale dev` does); the probe port, when set,
-# answers the probes and /metrics on its own connection pool.
+# answers the probes and /metrics from a thread of each worker, with an event loop and store
+# connections of its own (server/probes.py).
 bind = [
     f"{_settings.host or '0.0.0.0'}:{port}"  # noqa: S104
     for port in (_settings.port, _settings.probe_port)
@@ -31,8 +32,9 @@ bind = [
 ]
 worker_class = "flashsale.server.worker.Worker"
 workers = _settings.web_concurrency or multiprocessing.cpu_count()
-# Connections (greenlets) per worker and listening port: room for a crowd of thousands, whose
-# slow or idle connections the header deadline and the per-address cap keep from taking it all.
+# Connections (greenlets) per worker on the API port (the probe port's thread is not bound by
+# it): room for a crowd of thousands, whose slow or idle connections the header deadline and the
+# per-address cap keep from taking it all.
 worker_connections = 10_000
 backlog = 4096  # connections accepted by the kernel while the workers catch up (somaxconn caps it)
 keepalive = 75  # longer than common load balancers' idle timeout

@@ -22,19 +22,27 @@ from gevent.threadpool import ThreadPool
 log = logging.getLogger("flashsale.probes")
 
 
-def serve_probes(listeners: list[Any]) -> ThreadPool:
+def serve_probes(listeners: list[Any]) -> None:
     """Serve the probe app on `listeners` (the worker's sockets of the probe port) from a
-    native thread, for as long as the worker lives."""
-    pool = ThreadPool(1)
-    pool.spawn(_serve, [os.dup(listener.fileno()) for listener in listeners])
-    return pool
+    native thread, for as long as the worker lives (the running thread keeps its pool)."""
+    ThreadPool(1).spawn(_serve, [os.dup(listener.fileno()) for listener in listeners])
 
 
 def _serve(fds: list[int]) -> None:
-    # Built here, in the thread: its connections wait on this thread's hub.
-    from flashsale.web.wsgi import probe_application
+    # Imported here, not at the top: gunicorn's master imports this module (server/worker.py)
+    # and must not load the app and its metrics.
+    from psycogreen.gevent import patch_psycopg
 
-    app = probe_application()
+    from flashsale.config import Settings
+    from flashsale.web.app import create_probe_app
+    from flashsale.wiring import build_service
+
+    # PostgreSQL waits through gevent, on this thread's hub. A worker has set that already
+    # (web/wsgi.py; setting it again is harmless); a process that imports only this module
+    # has not.
+    patch_psycopg()
+    # Built here, in the thread: its connections wait on this thread's hub.
+    app = create_probe_app(build_service(Settings.from_env()))
     servers = [WSGIServer(socket(fileno=fd), app, log=None, error_log=log) for fd in fds]
     for server in servers[1:]:
         server.start()

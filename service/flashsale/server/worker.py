@@ -75,7 +75,8 @@ class Worker(GeventWorker):
 
     def run(self) -> None:
         ggevent.StreamServer = _StreamServer  # the one gunicorn's run() builds its servers of
-        if self.probe_port:  # the sockets as patch() made them
+        if self.probe_port:
+            # self.sockets: the listeners as patch() made them (gevent sockets).
             probes = [s for s in self.sockets if _port(s.getsockname()) == self.probe_port]
             self.sockets = [s for s in self.sockets if s not in probes]
             serve_probes(probes)

@@ -8,6 +8,7 @@ import falcon
 
 from flashsale.metrics import SHED
 from flashsale.sale.load import Load
+from flashsale.web.errors import error_code
 
 # Never counted, never shed: a kubelet or Prometheus must hear from a busy pod.
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -15,7 +16,8 @@ PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 class Admission:
     """Falcon middleware: every request but the probes is in flight from the moment Falcon has
-    it until its response is built."""
+    it until its response is built, or until `Load.check()` sheds it (it leaves the count
+    there)."""
 
     def __init__(self, load: Load, routes: tuple[str, ...] = ()):
         self._load = load
@@ -23,28 +25,16 @@ class Admission:
         self._shed: dict[str, object] = {route: SHED.labels(route) for route in routes}
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if req.path in PROBES:
-            return
-        self._load.enter()
-        req.context.in_flight = True
+        if req.path not in PROBES:
+            self._load.enter()
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
     ) -> None:
-        if not getattr(req.context, "in_flight", False):
-            return
-        self._load.leave()
-        if resp.status_code == 503 and _error_code(resp) == "overloaded":
+        self._load.leave()  # a no-op for a request not counted (a probe, a shed one)
+        if resp.status_code == 503 and error_code(resp) == "overloaded":
             route = req.uri_template or "unmatched"
             counter = self._shed.get(route)
             if counter is None:
                 counter = self._shed[route] = SHED.labels(route)
             counter.inc()
-
-
-def _error_code(resp: falcon.Response) -> str | None:
-    media = resp.media
-    try:
-        return media["error"]["code"]
-    except (TypeError, KeyError):
-        return None

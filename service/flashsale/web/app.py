@@ -19,7 +19,12 @@ from flashsale.sale.service import SaleService
 from flashsale.web import resources
 from flashsale.web.admission import Admission
 from flashsale.web.callers import Callers
-from flashsale.web.errors import handle_sale_error, handle_unexpected, serialize_http_error
+from flashsale.web.errors import (
+    error_code,
+    handle_sale_error,
+    handle_unexpected,
+    serialize_http_error,
+)
 
 STATIC_DIR = Path(__file__).with_name("static")
 # The routes whose requests the service may shed (it checks the load before their store calls).
@@ -94,11 +99,8 @@ class RequestTiming:
             return
         outcome = "ok"
         if status >= 400:
-            media = resp.media
-            try:
-                outcome = media["error"]["code"]
-            except (TypeError, KeyError):
-                outcome = "error"
+            code = error_code(resp)
+            outcome = "error" if code is None else code
         # A shed request is a decision, as a 429 is, not a failure: under a crowd there are
         # thousands a second, and they are counted by flashsale_shed_total.
         severe = status >= 500 and outcome != "overloaded"

@@ -26,6 +26,15 @@ def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
+def error_code(resp: falcon.Response) -> str | None:
+    """The code of an answer in the error shape, else None: read back by the access log and the
+    shed counts, which see the response only."""
+    try:
+        return resp.media["error"]["code"]
+    except (TypeError, KeyError):
+        return None
+
+
 def handle_sale_error(
     req: falcon.Request, resp: falcon.Response, error: SaleError, params: dict
 ) -> None:

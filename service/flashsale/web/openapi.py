@@ -8,6 +8,14 @@ from flashsale.domain import ERRORS
 from flashsale.web.callers import PASS_HEADER
 
 _TOKEN = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}
+_TIMESTAMP = {"type": "string", "format": "date-time"}
+# What every answer about a sale starts with (GET /sale/status, GET /sale/history).
+_SALE_FIELDS = {
+    "sale_id": {"type": "string"},
+    "starts_at": _TIMESTAMP,
+    "ends_at": _TIMESTAMP,
+    "total_items": {"type": "integer"},
+}
 
 
 # The API promises Retry-After with 429 and 503; the error handler sends it with both.
@@ -54,6 +62,23 @@ def _query(name: str, schema: dict[str, Any], required: bool, text: str) -> dict
     }
 
 
+def _page(fields: dict[str, Any]) -> dict[str, Any]:
+    """A page of a paged read (the items, their stock): its items have these fields, all
+    required, and the cursor of the next page is null on the last."""
+    return {
+        "type": "object",
+        "required": ["sale_id", "items", "next_cursor"],
+        "properties": {
+            "sale_id": {"type": "string"},
+            "items": {
+                "type": "array",
+                "items": {"type": "object", "required": list(fields), "properties": fields},
+            },
+            "next_cursor": {"type": "string", "nullable": True},
+        },
+    }
+
+
 def _by_status(*codes: str) -> dict[str, dict[str, Any]]:
     """Group error codes by their HTTP status, as the responses object wants them."""
     grouped: dict[str, list[str]] = {}
@@ -87,6 +112,13 @@ PURCHASE_ERRORS = (
     "code_expired",
     "unavailable",
 )
+PAGE_ERRORS = (  # GET /sale/items and /sale/stock
+    "invalid_request",
+    "overloaded",
+    "rate_limited",
+    "no_active_sale",
+    "unavailable",
+)
 
 
 QUEUE_JOIN_ERRORS = (
@@ -109,7 +141,7 @@ _PASS_HEADER = {
 }
 
 
-def _waiting_room(timestamp: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _waiting_room() -> tuple[dict[str, Any], dict[str, Any]]:
     """The paths and the schema of the waiting room (FLASHSALE_WAITING_ROOM=on)."""
     paths = {
         "/queue": {
@@ -162,7 +194,7 @@ def _waiting_room(timestamp: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
                 "description": "seconds until asking again is worth it (0 once admitted)",
             },
             "pass": {"type": "string", "description": "once admitted: for X-Flashsale-Pass"},
-            "pass_expires_at": timestamp,
+            "pass_expires_at": _TIMESTAMP,
         },
     }
     return paths, schema
@@ -179,7 +211,7 @@ _PAGE_PARAMETERS = [
 ]
 
 
-def _board(timestamp: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _board() -> tuple[dict[str, Any], dict[str, Any]]:
     """The paths and schemas of the status page's reads: item states and the burn-down."""
     paths = {
         "/sale/stock": {
@@ -190,13 +222,7 @@ def _board(timestamp: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
                 "parameters": _PAGE_PARAMETERS,
                 "responses": {
                     "200": _ok("StockPage"),
-                    **_by_status(
-                        "invalid_request",
-                        "overloaded",
-                        "rate_limited",
-                        "no_active_sale",
-                        "unavailable",
-                    ),
+                    **_by_status(*PAGE_ERRORS),
                 },
             }
         },
@@ -220,40 +246,17 @@ def _board(timestamp: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         },
     }
     schemas = {
-        "StockPage": {
-            "type": "object",
-            "required": ["sale_id", "items", "next_cursor"],
-            "properties": {
-                "sale_id": {"type": "string"},
-                "items": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["id", "state"],
-                        "properties": {
-                            "id": {"type": "string"},
-                            "state": {"type": "string", "enum": ["available", "reserved", "sold"]},
-                        },
-                    },
-                },
-                "next_cursor": {"type": "string", "nullable": True},
-            },
-        },
+        "StockPage": _page(
+            {
+                "id": {"type": "string"},
+                "state": {"type": "string", "enum": ["available", "reserved", "sold"]},
+            }
+        ),
         "SaleHistory": {
             "type": "object",
-            "required": [
-                "sale_id",
-                "starts_at",
-                "ends_at",
-                "total_items",
-                "bucket_seconds",
-                "sold",
-            ],
+            "required": [*_SALE_FIELDS, "bucket_seconds", "sold"],
             "properties": {
-                "sale_id": {"type": "string"},
-                "starts_at": timestamp,
-                "ends_at": timestamp,
-                "total_items": {"type": "integer"},
+                **_SALE_FIELDS,
                 "bucket_seconds": {
                     "type": "integer",
                     "minimum": 1,
@@ -326,10 +329,9 @@ def document(
 ) -> dict[str, Any]:
     """The document of a service run with this FLASHSALE_AUTH (and FLASHSALE_AUTH_HEADER), with
     the waiting room's routes only when it is on."""
-    timestamp = {"type": "string", "format": "date-time"}
     identity_on = auth != "off"
-    queue_paths, queue_schema = _waiting_room(timestamp) if waiting_room else ({}, None)
-    board_paths, board_schemas = _board(timestamp)
+    queue_paths, queue_schema = _waiting_room() if waiting_room else ({}, None)
+    board_paths, board_schemas = _board()
     pass_header = [_PASS_HEADER] if waiting_room else []
     # With identity on, checkout and purchase need it (the mode's scheme) and user_id is optional.
     identified = {"security": [{auth: []}]} if identity_on else {}
@@ -395,13 +397,7 @@ def document(
                     "parameters": _PAGE_PARAMETERS,
                     "responses": {
                         "200": _ok("ItemPage"),
-                        **_by_status(
-                            "invalid_request",
-                            "overloaded",
-                            "rate_limited",
-                            "no_active_sale",
-                            "unavailable",
-                        ),
+                        **_by_status(*PAGE_ERRORS),
                     },
                 }
             },
@@ -504,7 +500,7 @@ def document(
                         "code": {"type": "string"},
                         "sale_id": {"type": "string"},
                         "item_id": {"type": "string"},
-                        "expires_at": timestamp,
+                        "expires_at": _TIMESTAMP,
                     },
                 },
                 "Purchase": {
@@ -514,50 +510,31 @@ def document(
                         "sale_id": {"type": "string"},
                         "item_id": {"type": "string"},
                         "user_id": {"type": "string"},
-                        "purchased_at": timestamp,
+                        "purchased_at": _TIMESTAMP,
                     },
                 },
                 "SaleStatus": {
                     "type": "object",
                     "required": [
-                        "sale_id",
-                        "starts_at",
-                        "ends_at",
-                        "total_items",
+                        *_SALE_FIELDS,
                         "items_sold",
                         "items_reserved",
                         "remaining_items",
                     ],
                     "properties": {
-                        "sale_id": {"type": "string"},
-                        "starts_at": timestamp,
-                        "ends_at": timestamp,
-                        "total_items": {"type": "integer"},
+                        **_SALE_FIELDS,
                         "items_sold": {"type": "integer"},
                         "items_reserved": {"type": "integer"},
                         "remaining_items": {"type": "integer"},
                     },
                 },
-                "ItemPage": {
-                    "type": "object",
-                    "required": ["sale_id", "items", "next_cursor"],
-                    "properties": {
-                        "sale_id": {"type": "string"},
-                        "items": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["id", "name", "image_url"],
-                                "properties": {
-                                    "id": {"type": "string"},
-                                    "name": {"type": "string"},
-                                    "image_url": {"type": "string"},
-                                },
-                            },
-                        },
-                        "next_cursor": {"type": "string", "nullable": True},
-                    },
-                },
+                "ItemPage": _page(
+                    {
+                        "id": {"type": "string"},
+                        "name": {"type": "string"},
+                        "image_url": {"type": "string"},
+                    }
+                ),
                 "Health": {"type": "object", "properties": {"status": {"type": "string"}}},
                 **board_schemas,
                 **({"QueueTicket": queue_schema} if queue_schema else {}),

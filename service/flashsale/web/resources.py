@@ -20,11 +20,15 @@ def _param(req: falcon.Request, name: str) -> Any:
     return req.params.get(name)
 
 
-class Checkout:
+class _SaleResource:
+    """What every sale resource is given: the service it calls and who makes each request."""
+
     def __init__(self, service: SaleService, callers: Callers):
         self._service = service
         self._callers = callers
 
+
+class Checkout(_SaleResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         reservation = self._service.checkout(
             _param(req, "user_id"), _param(req, "id"), self._callers(req)
@@ -32,44 +36,28 @@ class Checkout:
         resp.media = reservation.as_json()
 
 
-class Purchase:
-    def __init__(self, service: SaleService, callers: Callers):
-        self._service = service
-        self._callers = callers
-
+class Purchase(_SaleResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         purchase = self._service.purchase(_param(req, "code"), self._callers(req))
         resp.media = purchase.as_json()
 
 
-class QueueJoin:
-    def __init__(self, service: SaleService, callers: Callers):
-        self._service = service
-        self._callers = callers
-
+class QueueJoin(_SaleResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         ticket = self._service.join_queue(_param(req, "user_id"), self._callers(req))
         resp.media = ticket.as_json()
 
 
-class QueueLook:
-    def __init__(self, service: SaleService, callers: Callers):
-        self._service = service
-        self._callers = callers
-
+class QueueLook(_SaleResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, ticket: str) -> None:
-        found = self._service.queue_ticket(ticket, self._callers(req))
+        found = self._service.queue_ticket(ticket, self._callers(req, identify=False))
         if found is None:
             raise falcon.HTTPNotFound(description="That queue ticket is unknown.")
         resp.cache_control = ["no-store"]
         resp.media = found.as_json()
 
 
-class SaleStatus:
-    def __init__(self, service: SaleService, callers: Callers):
-        self._service = service
-        self._callers = callers
-
+class SaleStatus(_SaleResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = self._service.status(self._callers(req, identify=False))
 
@@ -86,10 +74,9 @@ def _page_params(req: falcon.Request) -> tuple[int, str | None]:
     return limit, cursor or None
 
 
-class SaleItems:
+class SaleItems(_SaleResource):
     def __init__(self, service: SaleService, callers: Callers):
-        self._service = service
-        self._callers = callers
+        super().__init__(service, callers)
         # FLASHSALE_PUBLIC_URL, else each request's own scheme and host.
         self._public_url = service.settings.public_url
 
@@ -102,36 +89,24 @@ class SaleItems:
         resp.media = page
 
 
-class SaleStock:
-    def __init__(self, service: SaleService, callers: Callers):
-        self._service = service
-        self._callers = callers
-
+class SaleStock(_SaleResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         limit, cursor = _page_params(req)
         resp.media = self._service.stock(limit, cursor, self._callers(req, identify=False))
 
 
-class SaleHistory:
-    def __init__(self, service: SaleService, callers: Callers):
-        self._service = service
-        self._callers = callers
-
+class SaleHistory(_SaleResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = self._service.history(self._callers(req, identify=False))
         resp.cache_control = ["public", "max-age=1"]
 
 
-class ItemImage:
-    def __init__(self, service: SaleService, callers: Callers):
-        self._service = service
-        self._callers = callers
-
+class ItemImage(_SaleResource):
     def on_get(
         self, req: falcon.Request, resp: falcon.Response, sale_id: str, item_id: str
     ) -> None:
         resp.content_type = "image/svg+xml"
-        resp.text = self._service.item_image(sale_id, item_id, self._callers(req))
+        resp.text = self._service.item_image(sale_id, item_id, self._callers(req, identify=False))
         resp.cache_control = ["public", "max-age=86400", "immutable"]
 
 

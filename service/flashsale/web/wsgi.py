@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import gc
 
-import falcon
 from psycogreen.gevent import patch_psycopg
 
 from flashsale.config import Settings
 from flashsale.logs import configure_logging
-from flashsale.web.app import create_app, create_probe_app
+from flashsale.web.app import create_app
 from flashsale.wiring import build_service
 
 # psycopg2 blocks the whole worker unless it waits through gevent.
@@ -18,11 +17,6 @@ patch_psycopg()
 _settings = Settings.from_env()
 configure_logging(_settings.log_level)
 application = create_app(build_service(_settings))
-
-
-def probe_application() -> falcon.App:
-    """The probe port's app (server/probes.py), with a service, and so connections, of its own."""
-    return create_probe_app(build_service(_settings))
 
 
 # Everything built so far (the app, the libraries, their caches) lives as long as the worker.
