@@ -462,11 +462,7 @@ def draw_series(ax: Any, series: list, color: str | None, label: str, style: str
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = kit.pyplot()
     parts = [p for p in ("a", "b", "c") if p in result]
     fig, axes = plt.subplots(1, len(parts), figsize=(6.4 * len(parts), 5), squeeze=False)
     colors = {"shed": "#2f6fb0", "noshed": "#c0392b", "before": "#7f8c8d", "shipped": "#2f6fb0"}
@@ -537,10 +533,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         "the load on one 2-core machine",
         fontsize=10,
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    kit.save_figure(fig, path, dpi=100)
 
 
 # --- the run -----------------------------------------------------------------------------------

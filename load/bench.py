@@ -40,34 +40,15 @@ from flashsale.stores.inventory.keys import keys_for
 def run_wrk(
     url: str, *, duration: float, connections: int, threads: int, items: int, users: int
 ) -> dict[str, Any]:
-    """One bounded wrk run against `url`/checkout; its FSRESULT line plus the rps it printed."""
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed (apt-get install wrk)")
-    argv = [
-        "wrk",
-        f"-t{threads}",
-        f"-c{connections}",
-        f"-d{max(1, round(duration))}s",
-        "--latency",
-        "--timeout",
-        "5s",
-        "-s",
-        str(kit.LOAD_DIR / "checkout.lua"),
+    """One bounded wrk run of load/checkout.lua against `url`/checkout (kit.run_wrk)."""
+    return kit.run_wrk(
         url,
-    ]
-    env = {**os.environ, "FS_ITEMS": str(items), "FS_USERS": str(users)}
-    done = subprocess.run(
-        argv, env=env, capture_output=True, text=True, check=True, timeout=duration + 60
+        "checkout.lua",
+        {"FS_ITEMS": items, "FS_USERS": users},
+        duration=duration,
+        connections=connections,
+        threads=threads,
     )
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("FSRESULT ")), None)
-    if line is None:
-        raise RuntimeError(f"wrk printed no result:\n{done.stdout}\n{done.stderr}")
-    result = json.loads(line.removeprefix("FSRESULT "))
-    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-    result["non_2xx"] = sum(n for s, n in result["statuses"].items() if not s.startswith("2"))
-    result["socket_errors"] = sum(v for k, v in result["errors"].items() if k != "status")
-    result["wrk_text"] = done.stdout
-    return result
 
 
 def measured_run(
@@ -321,11 +302,7 @@ def table(result: dict[str, Any]) -> str:
 
 def plot(result: dict[str, Any], path: Path) -> None:
     """Throughput per run (bare and service side by side) and latency percentiles."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = kit.pyplot()
     runs = result["runs"]
     fig, (left, right, cost) = plt.subplots(
         1, 3, figsize=(16, 4.8), gridspec_kw={"width_ratios": [3, 3, 1.6]}
@@ -388,9 +365,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         f"{cfg['items']} items",
         fontsize=10,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    kit.save_figure(fig, path)
 
 
 # --- the run -----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ or SIGTERM (flashsale.dev.servers turns those into KeyboardInterrupt in the main
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import redis
@@ -32,6 +34,7 @@ from flashsale.stores.migrate import migrate
 from flashsale.wiring import build_keeper
 
 LOAD_DIR = Path(__file__).resolve().parent
+DOCS_PERF = LOAD_DIR.parent / "docs" / "perf"  # where the figures the docs show are kept
 HOST = "127.0.0.1"
 # FLASHSALE_MAX_INFLIGHT that never sheds: benchmarks of store cost count answers, not refusals.
 NO_SHEDDING = 1_000_000
@@ -315,3 +318,62 @@ def evalsha_stats(client: redis.Redis) -> dict[str, float]:
     """INFO commandstats for EVALSHA (every script call of the service goes through it)."""
     stats = client.info("commandstats").get("cmdstat_evalsha", {})
     return {key: float(stats.get(key, 0)) for key in ("calls", "usec", "usec_per_call")}
+
+
+def run_wrk(
+    url: str,
+    script: str,
+    fs_env: dict[str, str | int],
+    *,
+    duration: float,
+    connections: int,
+    threads: int,
+) -> dict[str, Any]:
+    """One bounded wrk run of load/`script` against `url`, with the FS_* settings the script
+    reads (`fs_env`, e.g. FS_ITEMS): its FSRESULT line plus the rps, the non-2xx answers, the
+    socket errors and wrk's whole output (wrk_text)."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    argv = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--latency",
+        "--timeout",
+        "5s",
+        "-s",
+        str(LOAD_DIR / script),
+        url,
+    ]
+    env = {**os.environ, **{name: str(value) for name, value in fs_env.items()}}
+    done = subprocess.run(
+        argv, env=env, capture_output=True, text=True, check=True, timeout=duration + 60
+    )
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("FSRESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result:\n{done.stdout}\n{done.stderr}")
+    result = json.loads(line.removeprefix("FSRESULT "))
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["non_2xx"] = sum(n for s, n in result["statuses"].items() if not s.startswith("2"))
+    result["socket_errors"] = sum(v for k, v in result["errors"].items() if k != "status")
+    result["wrk_text"] = done.stdout
+    return result
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (files only, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
+    """Lay the figure out, write it to `path` (making its folder) and close it."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)

@@ -28,7 +28,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -48,9 +47,6 @@ from flashsale.stores.migrate import migrate
 
 sys.path.insert(0, str(kit.LOAD_DIR.parent))  # the repository: tests.support.servers starts it
 from tests.support.servers import RedisClusterServers, start_redis_cluster
-
-DOCS_PERF = kit.LOAD_DIR.parent / "docs" / "perf"
-
 
 # --- the cluster -------------------------------------------------------------------------------
 
@@ -145,39 +141,18 @@ def attempts_recorded(cluster_url: str, sale_id: str, tags: tuple[str, ...]) -> 
 
 
 def run_wrk(url: str, seed: int, duration: float, args: argparse.Namespace) -> dict[str, Any]:
-    """One bounded wrk run of load/seeded.lua; its FSRESULT line plus rps and p50/p99."""
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed (apt-get install wrk)")
-    argv = [
-        "wrk",
-        f"-t{args.threads}",
-        f"-c{args.connections}",
-        f"-d{max(1, round(duration))}s",
-        "--latency",
-        "--timeout",
-        "5s",
-        "-s",
-        str(kit.LOAD_DIR / "seeded.lua"),
+    """One bounded wrk run of load/seeded.lua (kit.run_wrk), plus its p50 and p99 in ms."""
+    result = kit.run_wrk(
         url,
-    ]
-    env = {
-        **os.environ,
-        "FS_ITEMS": str(args.items),
-        "FS_USERS": str(args.users),
-        "FS_SEED": str(seed),
-    }
-    done = subprocess.run(
-        argv, env=env, capture_output=True, text=True, check=True, timeout=duration + 60
+        "seeded.lua",
+        {"FS_ITEMS": args.items, "FS_USERS": args.users, "FS_SEED": seed},
+        duration=duration,
+        connections=args.connections,
+        threads=args.threads,
     )
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("FSRESULT ")), None)
-    if line is None:
-        raise RuntimeError(f"wrk printed no result:\n{done.stdout}\n{done.stderr}")
-    result = json.loads(line.removeprefix("FSRESULT "))
     pct = result["latency_us"]["percentiles"]
-    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
     result["p50_ms"] = round(pct["50"] / 1000, 2)
     result["p99_ms"] = round(pct["99"] / 1000, 2)
-    result["socket_errors"] = sum(v for k, v in result["errors"].items() if k != "status")
     return result
 
 
@@ -353,11 +328,7 @@ def table(summary: dict[str, Any]) -> str:
 def plot(result: dict[str, Any], path: Path) -> None:
     """Left: Redis CPU per checkout of each node, per K (medians over rounds, busiest first).
     Right: the per-checkout figures as ratios to K=1."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = kit.pyplot()
     ks = result["config"]["ks"]
     runs = result["runs"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
@@ -403,9 +374,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         f"{cfg['rounds']} rounds, all on one 2-core machine",
         fontsize=10,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    kit.save_figure(fig, path)
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -429,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=20_000, help="calls per round-trip probe")
     parser.add_argument("--step-calls", type=int, default=4000, help="checkouts per step price")
     parser.add_argument("--out", type=Path, default=kit.LOAD_DIR / "results")
-    parser.add_argument("--plot", type=Path, default=DOCS_PERF / "sharding.png")
+    parser.add_argument("--plot", type=Path, default=kit.DOCS_PERF / "sharding.png")
     args = parser.parse_args(argv)
     args.duration = min(max(args.duration, 1), 60)  # bounded, whatever was asked
     args.rounds = min(max(args.rounds, 1), 10)
@@ -494,7 +463,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     json_path = args.out / f"sharding-{stamp}.json"
     json_path.write_text(json.dumps(result, indent=2))
-    args.plot.parent.mkdir(parents=True, exist_ok=True)
     plot(result, args.plot)
     print()
     print("medians over rounds (in brackets: the median ratio to K=1 of the same round)")

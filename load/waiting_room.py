@@ -49,8 +49,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from flashsale.stores.inventory.keys import keys_for
 
-DOCS_PERF = kit.LOAD_DIR.parent / "docs" / "perf"
-
 
 @dataclass
 class Visitor:
@@ -181,11 +179,7 @@ def slope(points: list[tuple[float, float]]) -> float:
 
 
 def plot(crowd: Crowd, rate: float, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = kit.pyplot()
     t = [s[0] - crowd.opening for s in crowd.samples]  # the middle of each scrape
     fig, ax = plt.subplots(figsize=(9, 4.5))
     ax.plot(t, [s[1] for s in crowd.samples], label="flashsale_queue_length", color="#d62728")
@@ -201,9 +195,7 @@ def plot(crowd: Crowd, rate: float, path: Path) -> None:
     )
     ax.legend(loc="center right")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    kit.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=200, help="shared keep-alive pool")
     parser.add_argument("--timeout", type=float, default=120, help="give up after, s")
     parser.add_argument("--out", type=Path, default=kit.LOAD_DIR / "results")
-    parser.add_argument("--plot", type=Path, default=DOCS_PERF / "waiting-room.png")
+    parser.add_argument("--plot", type=Path, default=kit.DOCS_PERF / "waiting-room.png")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 

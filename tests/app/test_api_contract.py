@@ -30,7 +30,7 @@ from tests.support.api import (
 )
 from tests.support.metrics import counted, metric_samples
 from tests.support.service import Clock
-from tests.support.stores import flush_redis, sql
+from tests.support.stores import attempt_outcomes, flush_redis, sql
 
 
 @pytest.fixture(params=LAYOUTS)
@@ -649,12 +649,7 @@ def test_every_attempt_is_recorded_with_its_outcome(
     clock.advance(61)
     api.buy("b", 1)  # the expired item back in stock
     harness.assert_attempts_recorded(stack.keeper)
-    by_outcome = dict(
-        sql(
-            harness.env["DATABASE_URL"],
-            "SELECT outcome, count(*) FROM checkout_attempts GROUP BY outcome",
-        )
-    )
+    by_outcome = attempt_outcomes(harness.env["DATABASE_URL"])
     assert by_outcome == {
         "ok": 5,
         "item_unavailable": 1,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.processes import flashsale, serving
-from tests.support.stores import sql
+from tests.support.stores import attempt_outcomes, sql
 
 LIMIT = 2
 
@@ -51,9 +51,7 @@ def test_the_crowd_buys_within_the_limit(service_env: dict[str, str], tmp_path: 
     )
     assert sum(n for _, n in purchases) == crowd_bought >= 1
     assert all(user.startswith("crowd-") and n <= LIMIT for user, n in purchases), purchases
-    outcomes = dict(
-        sql(env["DATABASE_URL"], "SELECT outcome, count(*) FROM checkout_attempts GROUP BY 1")
-    )
+    outcomes = attempt_outcomes(env["DATABASE_URL"])
     # It never asked for more than the limit: the service never had to refuse it.
     assert "user_limit_reached" not in outcomes, outcomes
     assert outcomes["ok"] >= crowd_bought

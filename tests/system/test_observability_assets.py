@@ -177,6 +177,14 @@ def test_alert_rules_are_the_expected_ones(rule_groups: list[dict[str, Any]]) ->
 # promtool unit tests of the alert conditions (series as the ServiceMonitor labels them, one
 # sample per 15 s). Annotations are left out of this copy: what is tested is expr, for, labels.
 SERIES = 'namespace="shop", service="flashsale", pod="web-1"'
+
+
+def requests_series(status: str, values: str, route: str = "/checkout") -> dict[str, str]:
+    """flashsale_request_duration_seconds_count of one route and status, as an input series."""
+    labels = f'{SERIES}, route="{route}", status="{status}"'
+    return {"series": f"flashsale_request_duration_seconds_count{{{labels}}}", "values": values}
+
+
 RULE_TESTS = [
     {  # the period began, no sale opened: fires once past the grace (90 s) + for (30 s)
         "interval": "15s",
@@ -227,16 +235,8 @@ RULE_TESTS = [
     {  # 10 of 110 answers per interval are 503: above 5 % for 5 minutes
         "interval": "15s",
         "input_series": [
-            {
-                "series": f'flashsale_request_duration_seconds_count{{{SERIES}, route="/checkout", '
-                'status="200"}',
-                "values": "0+100x60",
-            },
-            {
-                "series": f'flashsale_request_duration_seconds_count{{{SERIES}, route="/checkout", '
-                'status="503"}',
-                "values": "0+10x60",
-            },
+            requests_series("200", "0+100x60"),
+            requests_series("503", "0+10x60"),
         ],
         "alert_rule_test": [
             {
@@ -249,16 +249,8 @@ RULE_TESTS = [
     {  # the same 503s, all of them shed: a decision, not an error (FlashsaleShedding's)
         "interval": "15s",
         "input_series": [
-            {
-                "series": f'flashsale_request_duration_seconds_count{{{SERIES}, route="/checkout", '
-                'status="200"}',
-                "values": "0+100x60",
-            },
-            {
-                "series": f'flashsale_request_duration_seconds_count{{{SERIES}, route="/checkout", '
-                'status="503"}',
-                "values": "0+10x60",
-            },
+            requests_series("200", "0+100x60"),
+            requests_series("503", "0+10x60"),
             {"series": f'flashsale_shed_total{{{SERIES}, route="/checkout"}}', "values": "0+10x60"},
         ],
         "alert_rule_test": [
@@ -268,21 +260,9 @@ RULE_TESTS = [
     {  # 10 of 110 requests per interval shed for 15 minutes; probes are not in the ratio
         "interval": "15s",
         "input_series": [
-            {
-                "series": f'flashsale_request_duration_seconds_count{{{SERIES}, route="/checkout", '
-                'status="200"}',
-                "values": "0+100x60",
-            },
-            {
-                "series": f'flashsale_request_duration_seconds_count{{{SERIES}, route="/checkout", '
-                'status="503"}',
-                "values": "0+10x60",
-            },
-            {
-                "series": f'flashsale_request_duration_seconds_count{{{SERIES}, route="/healthz", '
-                'status="200"}',
-                "values": "0+1000x60",
-            },
+            requests_series("200", "0+100x60"),
+            requests_series("503", "0+10x60"),
+            requests_series("200", "0+1000x60", route="/healthz"),
             {"series": f'flashsale_shed_total{{{SERIES}, route="/checkout"}}', "values": "0+10x60"},
         ],
         "alert_rule_test": [
@@ -297,11 +277,7 @@ RULE_TESTS = [
     {  # a burst of shedding that ends within the 10 minutes does not fire
         "interval": "15s",
         "input_series": [
-            {
-                "series": f'flashsale_request_duration_seconds_count{{{SERIES}, route="/checkout", '
-                'status="200"}',
-                "values": "0+100x80",
-            },
+            requests_series("200", "0+100x80"),
             {
                 "series": f'flashsale_shed_total{{{SERIES}, route="/checkout"}}',
                 "values": "0+50x8 400x72",

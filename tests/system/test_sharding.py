@@ -17,6 +17,13 @@ from tests.support.processes import flashsale, serving
 from tests.support.servers import RedisClusterServers
 
 K = 3
+# The sale the two sell-out tests run: 90 items, 4 per user, short TTL and pending grace.
+SELL_OUT = {
+    "FLASHSALE_ITEMS": "90",
+    "FLASHSALE_USER_LIMIT": "4",
+    "FLASHSALE_CHECKOUT_TTL": "2",
+    "FLASHSALE_PENDING_GRACE": "3",
+}
 
 
 def cluster_env(service_env: dict[str, str], cluster: RedisClusterServers, **more: str) -> dict:
@@ -67,14 +74,7 @@ def test_one_user_racing_forty_checkouts_never_passes_the_limit(
 def test_a_sharded_sale_sells_out_exactly_and_audits_clean(
     redis_cluster: RedisClusterServers, service_env: dict[str, str], tmp_path: Path
 ) -> None:
-    env = cluster_env(
-        service_env,
-        redis_cluster,
-        FLASHSALE_ITEMS="90",
-        FLASHSALE_USER_LIMIT="4",
-        FLASHSALE_CHECKOUT_TTL="2",
-        FLASHSALE_PENDING_GRACE="3",
-    )
+    env = cluster_env(service_env, redis_cluster, **SELL_OUT)
     sale_id = sale_id_of(env)
     with serving(env, tmp_path, workers=2) as (base, _):
         shoppers = Shoppers(base, items=90, users=40, threads=8)
@@ -99,14 +99,7 @@ def test_a_node_that_loses_its_data_mid_sale_is_rebuilt(
     """Half way through the sale one node of the cluster loses everything (a restart without
     AOF). The sweep rebuilds its shards from PostgreSQL and the surviving shards; the sale then
     sells out exactly, no user passes the limit, and the audit is clean."""
-    env = cluster_env(
-        service_env,
-        redis_cluster,
-        FLASHSALE_ITEMS="90",
-        FLASHSALE_USER_LIMIT="4",
-        FLASHSALE_CHECKOUT_TTL="2",
-        FLASHSALE_PENDING_GRACE="3",
-    )
+    env = cluster_env(service_env, redis_cluster, **SELL_OUT)
     sale_id = sale_id_of(env)
     with serving(env, tmp_path, workers=2) as (base, _):
         shoppers = Shoppers(base, items=90, users=40, threads=8)
