@@ -9,10 +9,12 @@ import dataclasses
 import zlib
 from collections import Counter
 
+import pytest
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from flashsale.config import Settings
+from flashsale.domain import SaleError
 from flashsale.sale.keeper import SaleKeeper
 from flashsale.sale.service import SaleService
 from flashsale.stores.inventory.keys import keys_for
@@ -68,3 +70,34 @@ def test_shard_tags_land_on_distinct_primaries(redis_cluster: RedisClusterServer
             )
             assert len(tags) == len(set(tags)) == k
             assert sorted(owners.values()) == [per_primary] * 3, owners
+
+
+def test_losing_only_the_first_shard_keeps_the_tokens_the_others_hold(
+    settings: Settings, clock: Clock
+) -> None:
+    """Shard 0's node loses its data; the others keep theirs. The rebuild loads shard 0 alone:
+    a surviving shard's user sets stay as they were, so a user at the limit (a purchase and two
+    reservations, none of them on shard 0) is still at it. Rebuilding every shard instead
+    rewrote those sets from PostgreSQL's purchases and dropped the live reservations' tokens."""
+    sharded = dataclasses.replace(settings, redis_shards=K)
+    keeper = SaleKeeper(sharded, build_inventory(sharded), build_database(sharded, 2), clock=clock)
+    service = SaleService(sharded, build_inventory(sharded), build_database(sharded), clock=clock)
+    sale, _ = keeper.open_sale()
+    user = next(f"u{n}" for n in range(100) if zlib.crc32(f"u{n}".encode()) % K == 1)
+    # Items 2 and 5 are shard 1's, 3 and 6 shard 2's: (item - 1) mod 3.
+    assert service.purchase(service.checkout(user, "2").code).item_id == "2"
+    service.checkout(user, "3")
+    service.checkout(user, "5")
+    keeper.sweep()  # every answer in PostgreSQL
+    client = redis_client(settings.redis_url)
+    lost = keys_for(sale.sale_id, sale.shard_tags[0])
+    client.delete(*client.keys(lost.prefix + "*"))
+    assert keeper.inventory.missing(sale) == [0]
+
+    keeper.sweep()  # rebuilds shard 0
+    assert keeper.inventory.missing(sale) == []
+    held = client.zrange(keys_for(sale.sale_id, sale.shard_tags[1]).user(user), 0, -1)
+    assert sorted(held) == ["2", "3", "5"]
+    with pytest.raises(SaleError) as refused:
+        service.checkout(user, "6")
+    assert refused.value.code == "user_limit_reached"

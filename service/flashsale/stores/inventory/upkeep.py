@@ -77,9 +77,9 @@ class Upkeep(InventoryBase):
         users get back their purchases and the reservations the surviving shards hold for them,
         so the limit still counts everything. Returns whether this call loaded anything."""
         layout = SaleLayout(sale.sale_id, sale.total_items, sale.shard_tags)
-        wanted = (
-            range(layout.k) if shards is None or shards == [0] else [s for s in shards if s >= 0]
-        )
+        # `shards` from missing(): [0] of a one-tag sale is the whole of it, of a sharded sale
+        # its first shard only; the others must keep their user sets.
+        wanted = range(layout.k) if shards is None else [s for s in shards if s >= 0]
         sold = list(sold)
         live = self._live_reservations(layout, skip=set(wanted)) if layout.k > 1 else {}
         loaded = False
